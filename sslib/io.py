@@ -1,0 +1,144 @@
+"""Safe file I/O: atomic writes and image reads that name the file on failure.
+
+Every file the project writes goes through a temporary file in the same folder
+followed by ``os.replace``, so an interrupted stage never leaves a half-written
+file under its final name, and a file written earlier is never truncated.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+from PIL import Image
+
+__all__ = [
+    "DataError", "atomic_path", "write_bytes", "write_text", "write_json", "save_png",
+    "save_jpeg", "save_npz", "read_rgb", "read_png_labels", "read_lines",
+]
+
+
+class DataError(RuntimeError):
+    """A data file is missing, unreadable, or inconsistent; the message names it."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success it replaces ``path``.
+
+    On an exception the temporary file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or path.suffix)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
+
+
+def _encode(img: Image.Image, fmt: str, **kw: Any) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def save_png(path: str | Path, array: np.ndarray, palette: np.ndarray | None = None) -> None:
+    """Write a PNG atomically.
+
+    ``array``: (H, W) uint8 (optionally with a (256, 3) uint8 ``palette``: a VOC-style
+    indexed PNG), (H, W) uint16 (16-bit greyscale, lossless ids) or (H, W, 3) uint8 RGB.
+    """
+    array = np.ascontiguousarray(array)
+    ok = (array.ndim == 2 and array.dtype in (np.uint8, np.uint16)) or (
+        array.ndim == 3 and array.shape[2] == 3 and array.dtype == np.uint8)
+    if not ok or (palette is not None and array.dtype != np.uint8 or palette is not None and array.ndim != 2):
+        raise ValueError(f"save_png: unsupported array {array.dtype} {array.shape} for {path}")
+    img = Image.fromarray(array)
+    if palette is not None:
+        img.putpalette(np.asarray(palette, np.uint8).reshape(-1).tolist())  # L -> P, indices kept
+    write_bytes(path, _encode(img, "PNG", optimize=False))
+
+
+def save_jpeg(path: str | Path, rgb: np.ndarray, quality: int = 95) -> None:
+    """Write an (H, W, 3) uint8 image as JPEG atomically (deterministic for a given libjpeg)."""
+    write_bytes(path, _encode(Image.fromarray(np.ascontiguousarray(rgb, np.uint8)), "JPEG",
+                              quality=quality, subsampling=0))
+
+
+def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
+    """Write a compressed .npz atomically (no pickled objects allowed on read)."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    write_bytes(path, buf.getvalue())
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Read an image as (H, W, 3) uint8 RGB; a missing or corrupt file raises DataError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: image file not found")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return np.asarray(im.convert("RGB"))
+    except Exception as e:  # PIL raises many kinds on corrupt files
+        raise DataError(f"{path}: cannot read image ({type(e).__name__}: {e})") from None
+
+
+def read_png_labels(path: str | Path) -> np.ndarray:
+    """Read a label PNG (indexed/palette or greyscale, 8 or 16 bit) as its raw 2-D integer indices.
+
+    A palette PNG yields palette indices (VOC's class ids), not colours.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: label file not found")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode not in ("P", "L", "I;16", "I", "1"):
+                raise DataError(f"{path}: expected an indexed or greyscale PNG, got mode {im.mode}")
+            arr = np.asarray(im)
+    except DataError:
+        raise
+    except Exception as e:
+        raise DataError(f"{path}: cannot read label image ({type(e).__name__}: {e})") from None
+    if arr.ndim != 2:
+        raise DataError(f"{path}: expected a 2-D label image, got shape {arr.shape}")
+    return arr
+
+
+def read_lines(path: str | Path) -> list[str]:
+    """Non-empty, stripped lines of a text file (split lists); first column only."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: list file not found")
+    out = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            out.append(line.split()[0])
+    return out
