@@ -135,6 +135,11 @@ def _check_values(p: Params) -> None:
     need(sp.slic.n_segments >= 1, "superpixels.slic.n_segments", "must be >= 1")
     need(sp.felzenszwalb.scale > 0, "superpixels.felzenszwalb.scale", "must be > 0")
     need(len(sp.splits) >= 1, "superpixels.splits", "name at least one split")
+    d = p.data
+    if d.dataset == "synthetic":
+        need(Path(d.root) == Path(s.out_dir), "data.root",
+             f"with data.dataset = synthetic it must equal synthetic.out_dir ({s.out_dir!r}), got {d.root!r}")
+    need(d.sbd_root == "" or d.dataset == "voc", "data.sbd_root", "is only used with data.dataset = voc")
     a = p.augment
     need(len(a.resize_long) == 2 and 0 < a.resize_long[0] <= a.resize_long[1],
          "augment.resize_long", "need [min, max] with 0 < min <= max")

@@ -1,0 +1,181 @@
+"""Run the pipeline's notebooks with papermill, and keep their two forms in sync.
+
+Each notebook lives twice under ``notebooks/``:
+
+* ``NN_name.py`` (jupytext "py:percent"): the source of truth and the DVC dependency.
+  Its text changes only when a cell's code or markdown changes, so opening the
+  notebook in JupyterLab and running it never invalidates the pipeline.
+* ``NN_name.ipynb``: the same cells with outputs stripped, for JupyterLab. Jupytext
+  pairs the two (``notebooks/jupytext.toml``), so saving one rewrites the other.
+
+``python -m sslib.notebook run notebooks/01_synthesize.py`` converts the source
+in memory, executes it with papermill from the project root (the folder holding
+params.yaml), and writes the executed copy atomically to
+``reports/notebooks/01_synthesize.ipynb``. A failed run leaves its partial copy at
+``reports/notebooks/01_synthesize.failed.ipynb`` and no file under the final name.
+
+``python -m sslib.notebook sync`` rewrites every ``.ipynb`` from its ``.py``;
+``python -m sslib.notebook check`` fails if any pair differs or an ``.ipynb``
+carries outputs.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import yaml
+
+from sslib.config import project_root
+
+__all__ = ["read_source", "run", "sync", "check", "enter_project_root", "REPORT_DIR"]
+
+REPORT_DIR = Path("reports") / "notebooks"
+
+
+def enter_project_root() -> Path:
+    """chdir to the project root (the folder holding params.yaml) and return it.
+
+    Notebooks call this first, so they read and write the same relative paths whether
+    papermill runs them from the root or JupyterLab opens them in ``notebooks/``.
+    """
+    root = project_root()
+    os.chdir(root)
+    return root
+
+
+def read_source(path: str | Path):
+    """Read a py:percent notebook source as an nbformat notebook (python3 kernel)."""
+    import jupytext
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: notebook source not found")
+    nb = jupytext.read(path, fmt="py:percent")
+    nb.metadata.pop("jupytext", None)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    if not any("parameters" in c.metadata.get("tags", []) for c in nb.cells):
+        raise ValueError(f"{path}: no cell tagged 'parameters' (papermill needs one)")
+    return nb
+
+
+def run(source: str | Path, output: str | Path | None = None, parameters: dict | None = None,
+        log_output: bool = True) -> Path:
+    """Execute notebook ``source`` (py:percent) from the project root with papermill.
+
+    ``parameters`` are injected after the cell tagged ``parameters``. Returns the path of
+    the executed notebook, written atomically (default ``reports/notebooks/<stem>.ipynb``).
+    """
+    import nbformat
+    import papermill
+
+    source = Path(source).resolve()
+    root = project_root(source.parent)
+    output = Path(output) if output else root / REPORT_DIR / f"{source.stem}.ipynb"
+    output = output if output.is_absolute() else root / output
+    output.parent.mkdir(parents=True, exist_ok=True)
+    failed = output.with_suffix(".failed.ipynb")
+    tmp = output.with_name(f".{output.stem}.running.ipynb")
+    nb = read_source(source)
+    try:
+        executed = papermill.execute_notebook(
+            nb, str(tmp), parameters=parameters or {}, cwd=str(root), kernel_name="python3",
+            progress_bar=False, log_output=log_output, stdout_file=None, stderr_file=None,
+        )
+    except BaseException:
+        if tmp.exists():
+            os.replace(tmp, failed)
+        raise
+    # papermill wrote tmp as it went; write the final copy once more and move it in place
+    nbformat.write(executed, str(tmp))
+    os.replace(tmp, output)
+    failed.unlink(missing_ok=True)
+    return output
+
+
+def _stripped_ipynb(source: Path):
+    import jupytext
+
+    nb = jupytext.read(source, fmt="py:percent")
+    nb.metadata["jupytext"] = {"formats": "ipynb,py:percent"}
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+    return jupytext.writes(nb, fmt="ipynb")
+
+
+def _sources(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("*.py") if p.name[:2].isdigit())
+
+
+def sync(folder: str | Path = "notebooks") -> list[Path]:
+    """Rewrite every ``NN_*.ipynb`` under ``folder`` from its ``.py`` source (outputs stripped)."""
+    from sslib.io import write_text
+
+    written = []
+    for src in _sources(Path(folder)):
+        target = src.with_suffix(".ipynb")
+        text = _stripped_ipynb(src)
+        if not target.exists() or target.read_text() != text:
+            write_text(target, text)
+            written.append(target)
+    return written
+
+
+def check(folder: str | Path = "notebooks") -> list[str]:
+    """Problems with the notebook pairs under ``folder`` (empty list = all in sync)."""
+    import jupytext
+
+    problems = []
+    for src in _sources(Path(folder)):
+        target = src.with_suffix(".ipynb")
+        if not target.exists():
+            problems.append(f"{target}: missing (run `python -m sslib.notebook sync`)")
+            continue
+        nb = jupytext.read(target)
+        if any(c.get("outputs") or c.get("execution_count") for c in nb.cells if c.cell_type == "code"):
+            problems.append(f"{target}: has outputs (run `python -m sslib.notebook sync`)")
+        want = [(c.cell_type, c.source) for c in jupytext.read(src, fmt="py:percent").cells]
+        have = [(c.cell_type, c.source) for c in nb.cells]
+        if want != have:
+            problems.append(f"{target}: cells differ from {src.name} (run `python -m sslib.notebook sync`)")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m sslib.notebook", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="execute a notebook source with papermill")
+    r.add_argument("source")
+    r.add_argument("-o", "--output", default=None)
+    r.add_argument("-y", "--yaml", default=None,
+                   help="parameters as a YAML mapping, e.g. \"superpixels: {method: felzenszwalb}\"")
+    s = sub.add_parser("sync", help="rewrite notebooks/*.ipynb from their .py sources")
+    s.add_argument("folder", nargs="?", default="notebooks")
+    c = sub.add_parser("check", help="fail if a notebook pair is out of sync or has outputs")
+    c.add_argument("folder", nargs="?", default="notebooks")
+    args = ap.parse_args(argv)
+    if args.cmd == "run":
+        params = yaml.safe_load(args.yaml) if args.yaml else {}
+        if not isinstance(params, dict):
+            ap.error("--yaml must be a mapping")
+        out = run(args.source, args.output, params)
+        print(f"wrote {out}", file=sys.stderr)
+    elif args.cmd == "sync":
+        for p in sync(args.folder):
+            print(f"wrote {p}")
+    else:
+        problems = check(args.folder)
+        for p in problems:
+            print(p, file=sys.stderr)
+        return 1 if problems else 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
