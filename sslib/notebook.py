@@ -101,7 +101,8 @@ def _stripped_ipynb(source: Path):
     nb = jupytext.read(source, fmt="py:percent")
     nb.metadata["jupytext"] = {"formats": "ipynb,py:percent"}
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    for cell in nb.cells:
+    for i, cell in enumerate(nb.cells):
+        cell["id"] = f"cell-{i:02d}"  # stable ids: sync is idempotent, diffs stay small
         if cell.cell_type == "code":
             cell.outputs = []
             cell.execution_count = None

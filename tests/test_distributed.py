@@ -1,0 +1,48 @@
+"""torchrun launching from Python (what a notebook does for multi-device work)."""
+import json
+import sys
+
+import pytest
+
+from sslib import distributed
+
+WORKER = """
+import json, sys
+import torch, torch.distributed as dist
+from sslib import distributed
+info = distributed.init()
+t = torch.tensor([float(info.rank + 1)])
+dist.all_reduce(t)
+if info.is_main:
+    json.dump({"world": info.world_size, "sum": t.item(), "device": str(info.device)}, open(sys.argv[1], "w"))
+dist.destroy_process_group()
+"""
+
+
+def test_command_single_and_multi_node():
+    cmd = distributed.torchrun_command("sslib.train", ["--x", 1], nproc_per_node=4)
+    assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"]
+    assert "--nproc-per-node=4" in cmd and "--standalone" in cmd
+    assert cmd[-4:] == ["-m", "sslib.train", "--x", "1"]
+    multi = distributed.torchrun_command("train.py", nproc_per_node=8, nnodes=2, node_rank=1,
+                                         rdzv_endpoint="node0:29500")
+    assert "--standalone" not in multi and "--node-rank=1" in multi and "--rdzv-endpoint=node0:29500" in multi
+    assert multi[-1] == "train.py"
+    with pytest.raises(ValueError, match="rdzv_endpoint"):
+        distributed.torchrun_command("m", nnodes=2)
+
+
+def test_launch_two_gloo_processes(tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    out = tmp_path / "out.json"
+    distributed.launch(str(script), [str(out)], nproc_per_node=2)
+    got = json.loads(out.read_text())
+    assert got["world"] == 2 and got["sum"] == 3.0  # ranks 0 and 1 contribute 1 + 2
+
+
+def test_init_without_torchrun_is_single_process(monkeypatch):
+    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    info = distributed.init()
+    assert (info.rank, info.world_size, info.is_main) == (0, 1, True)

@@ -1,0 +1,62 @@
+"""Notebook pairs (.py source <-> stripped .ipynb) and the papermill runner."""
+import json
+from pathlib import Path
+
+import pytest
+
+from sslib import notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
+
+
+def test_committed_pairs_are_in_sync_and_stripped():
+    assert SOURCES, "no notebook sources found"
+    assert notebook.check(ROOT / "notebooks") == []
+
+
+@pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.name)
+def test_every_notebook_has_a_parameters_cell_and_enters_the_root(src):
+    nb = notebook.read_source(src)
+    text = src.read_text()
+    assert "enter_project_root()" in text and "config.load(params_path" in text
+
+
+def test_check_reports_drift_and_outputs(tmp_path):
+    (tmp_path / "01_x.py").write_text('# %% tags=["parameters"]\na = 1\n\n# %%\nprint(a)\n')
+    assert "missing" in notebook.check(tmp_path)[0]
+    assert notebook.sync(tmp_path) == [tmp_path / "01_x.ipynb"]
+    assert notebook.check(tmp_path) == [] and notebook.sync(tmp_path) == []
+    nb = json.loads((tmp_path / "01_x.ipynb").read_text())
+    nb["cells"][1]["outputs"] = [{"output_type": "stream", "name": "stdout", "text": "1\n"}]
+    (tmp_path / "01_x.ipynb").write_text(json.dumps(nb))
+    assert any("outputs" in p for p in notebook.check(tmp_path))
+    notebook.sync(tmp_path)
+    (tmp_path / "01_x.py").write_text('# %% tags=["parameters"]\na = 2\n\n# %%\nprint(a)\n')
+    assert any("differ" in p for p in notebook.check(tmp_path))
+
+
+def test_source_without_parameters_cell_is_rejected(tmp_path):
+    src = tmp_path / "01_y.py"
+    src.write_text("# %%\nx = 1\n")
+    with pytest.raises(ValueError, match="parameters"):
+        notebook.read_source(src)
+
+
+def test_run_injects_parameters_and_writes_atomically(tmp_path):
+    (tmp_path / "params.yaml").write_text("{}\n")
+    (tmp_path / "nb").mkdir()
+    src = tmp_path / "nb" / "01_t.py"
+    src.write_text('# %% tags=["parameters"]\nvalue = 1\n\n# %%\nimport os\n'
+                   'open("result.txt", "w").write(f"{value} {os.getcwd()}")\n')
+    out = notebook.run(src, parameters={"value": 7}, log_output=False)
+    assert out == tmp_path / "reports" / "notebooks" / "01_t.ipynb" and out.exists()
+    value, cwd = (tmp_path / "result.txt").read_text().split(" ", 1)
+    assert value == "7" and Path(cwd) == tmp_path  # ran from the project root
+    # a failing run leaves a .failed copy and keeps the earlier good output
+    src.write_text('# %% tags=["parameters"]\nvalue = 1\n\n# %%\nraise RuntimeError("boom")\n')
+    with pytest.raises(Exception, match="boom"):
+        notebook.run(src, log_output=False)
+    assert out.exists() and "result.txt" in out.read_text()
+    assert (out.parent / "01_t.failed.ipynb").exists()
+    assert not list(out.parent.glob(".*running*"))
