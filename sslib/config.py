@@ -121,6 +121,7 @@ def _check_values(p: Params) -> None:
         if not ok:
             raise ConfigError(f"{key}: {msg}")
 
+    need(s.seed >= 0, "synthetic.seed", "must be >= 0")
     need(s.n_train > 0, "synthetic.n_train", "must be > 0")
     need(s.n_val > 0, "synthetic.n_val", "must be > 0")
     need(s.image_size >= 32, "synthetic.image_size", "must be >= 32")

@@ -19,8 +19,30 @@ from PIL import Image
 
 __all__ = [
     "DataError", "atomic_path", "write_bytes", "write_text", "write_json", "save_png",
-    "save_jpeg", "save_npz", "read_rgb", "read_png_labels", "read_lines",
+    "save_jpeg", "save_npz", "read_rgb", "read_png_labels", "read_lines", "voc_palette",
 ]
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
+def voc_palette() -> np.ndarray:
+    """The standard PASCAL VOC colour map: (256, 3) uint8.
+
+    Index 0 is black, 1 (128, 0, 0), 2 (0, 128, 0), 3 (128, 128, 0), ..., 255 (224, 224, 192).
+    """
+    idx = np.arange(256)
+    pal = np.zeros((256, 3), np.int64)
+    for bit in range(8):  # bits 0,1,2 of the index feed R,G,B's bit 7, bits 3,4,5 bit 6, ...
+        for ch in range(3):
+            pal[:, ch] |= ((idx >> (3 * bit + ch)) & 1) << (7 - bit)
+    return pal.astype(np.uint8)
 
 
 class DataError(RuntimeError):
@@ -37,6 +59,7 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or path.suffix)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give them the usual mode
     tmp_path = Path(tmp)
     try:
         yield tmp_path

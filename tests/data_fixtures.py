@@ -1,0 +1,106 @@
+"""Tiny data sets in the VOC 2012, SBD and COCO 2014 layouts, written by the tests themselves.
+
+Images are 20 x 30 (H x W) by default; each pixel's colour encodes its mask class
+(:data:`COLOURS`), so a test can tell from the image which class a pixel belongs to.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+
+from sslib.config import DataConfig
+from sslib.data.voc import voc_palette
+from sslib.io import save_jpeg, save_png, write_json, write_text
+
+H, W = 20, 30
+#: a distinct colour per class id (0..80); 255 (ignore) is drawn grey
+COLOURS = np.array([[(37 * k) % 256, (91 * k + 40) % 256, (151 * k + 80) % 256] for k in range(256)], np.uint8)
+COLOURS[255] = (128, 128, 128)
+
+
+def make_mask(classes: list[int], h: int = H, w: int = W, border: bool = True) -> np.ndarray:
+    """(h, w) uint8 mask: background 0, one vertical band per class id, optional 255 outline."""
+    m = np.zeros((h, w), np.uint8)
+    bands = np.array_split(np.arange(w), 2 * len(classes) + 1)
+    for i, k in enumerate(classes):
+        cols = bands[2 * i + 1]
+        m[2:h - 2, cols] = k
+        if border:
+            m[1, cols] = 255
+    return m
+
+
+def image_for(mask: np.ndarray) -> np.ndarray:
+    """(h, w, 3) uint8 image whose colours encode the mask classes."""
+    return COLOURS[mask]
+
+
+def write_lists(folder: Path, lists: dict[str, list[str]]) -> None:
+    for split, names in lists.items():
+        write_text(folder / f"{split}.txt", "".join(f"{n}\n" for n in names))
+
+
+def make_voc(root: Path, masks: dict[str, np.ndarray], lists: dict[str, list[str]],
+             images_only: dict[str, np.ndarray] | None = None) -> Path:
+    """VOC2012 layout: JPEGImages/*.jpg for ``masks`` and ``images_only`` (images without a
+    VOC mask, e.g. SBD-only ones), SegmentationClass/*.png palette PNGs for ``masks``,
+    ImageSets/Segmentation/<split>.txt."""
+    for name, m in {**masks, **(images_only or {})}.items():
+        save_jpeg(root / "JPEGImages" / f"{name}.jpg", image_for(m))
+    for name, m in masks.items():
+        save_png(root / "SegmentationClass" / f"{name}.png", m, palette=voc_palette())
+    write_lists(root / "ImageSets" / "Segmentation", lists)
+    return root
+
+
+def make_synthetic(root: Path, classes: list[str], masks: dict[str, np.ndarray],
+                   lists: dict[str, list[str]]) -> Path:
+    make_voc(root, masks, lists)
+    write_json(root / "meta.json", {"classes": classes})
+    return root
+
+
+def write_mat(path: Path, seg: np.ndarray) -> None:
+    """An SBD ``cls/<name>.mat``: struct GTcls with field Segmentation (the class map)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    present = np.array(sorted(set(np.unique(seg).tolist()) - {0, 255}), np.uint8)
+    scipy.io.savemat(path, {"GTcls": {"Segmentation": seg.astype(np.uint8),
+                                      "Boundaries": np.zeros(20, object),
+                                      "CategoriesPresent": present}})
+
+
+def make_sbd(sbd: Path, masks: dict[str, np.ndarray], lists: dict[str, list[str]]) -> Path:
+    """SBD's ``dataset`` folder: cls/<name>.mat and train.txt / val.txt."""
+    for name, m in masks.items():
+        write_mat(sbd / "cls" / f"{name}.mat", m)
+    write_lists(sbd, lists)
+    return sbd
+
+
+def make_coco(root: Path, train: dict[str, np.ndarray], val: dict[str, np.ndarray],
+              val_under_jpegimages: bool = True) -> Path:
+    """COCO 2014 WSSS layout; val images go under JPEGImages/val2014/ (the alternative layout)."""
+    for sub, masks in (("train2014", train), ("val2014", val)):
+        img_dir = root / ("JPEGImages/" if sub == "val2014" and val_under_jpegimages else "") / sub
+        for name, m in masks.items():
+            save_jpeg(img_dir / f"{name}.jpg", image_for(m))
+            save_png(root / "SegmentationClass" / sub / f"{name}.png", m)
+    write_lists(root / "ImageSets", {"train": list(train), "val": list(val)})
+    return root
+
+
+def data_cfg(tmp: Path, dataset: str = "voc", root: Path | None = None, sbd: Path | None = None,
+             **kw) -> DataConfig:
+    return DataConfig(dataset=dataset, root=str(root or tmp / "root"), sbd_root=str(sbd or ""),
+                      prepared_dir=str(tmp / "prepared"), **kw)
+
+
+def write_labels(prepared: Path, classes, labels: dict[str, list[int]]) -> None:
+    write_json(prepared / "labels.json", {"classes": list(classes), "labels": labels})
+
+
+def read_json(path: Path):
+    return json.loads(Path(path).read_text())
