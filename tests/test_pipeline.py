@@ -105,3 +105,49 @@ def test_bad_parameter_names_the_key_and_keeps_outputs(repo):
     r = _dvc(repo, "repro")  # back to the last good params: restored, nothing recomputed by hand
     assert (repo / "artifacts/superpixels/meta.json").is_file()
     assert "changed" not in _dvc(repo, "status", *STAGES).stdout
+
+
+@pytest.fixture(scope="module")
+def voc_repo(tmp_path_factory) -> Path:
+    """A copy of the repository pointed at a tiny VOC 2012 folder under data/."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from data_fixtures import make_mask, make_voc
+
+    dst = tmp_path_factory.mktemp("voc_clone")
+    for f in _repo_files():
+        (dst / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / f, dst / f)
+    (dst / "dvc.lock").unlink(missing_ok=True)
+    masks = {f"2007_00000{i}": make_mask([1 + i, 15]) for i in range(4)}
+    make_voc(dst / "data/VOCdevkit/VOC2012", masks,
+             {"train": ["2007_000000", "2007_000001"], "val": ["2007_000002", "2007_000003"]})
+    subprocess.run(["git", "init", "-q"], cwd=dst, check=True)
+    _set_params(dst, {"data": {"dataset": "voc", "root": "data/VOCdevkit/VOC2012"},
+                      "superpixels": {"workers": 1, "slic": {"n_segments": 10}}})
+    return dst
+
+
+def test_voc_layout_runs_and_bad_files_are_named(voc_repo):
+    """The same stages on a VOC folder; a corrupt image and a list entry without a file each
+    stop `dvc repro` with the file named, and what was written before is kept."""
+    r = _dvc(voc_repo, "repro", "superpixels")
+    assert _ran(r) == {"prepare", "superpixels"}
+    labels = json.loads((voc_repo / "artifacts/prepared/labels.json").read_text())
+    assert labels["labels"]["2007_000001"] == [1, 14]  # foreground indices (mask id - 1)
+    assert len(list((voc_repo / "artifacts/superpixels").glob("*.png"))) == 4
+
+    jpg = voc_repo / "data/VOCdevkit/VOC2012/JPEGImages/2007_000002.jpg"
+    good = jpg.read_bytes()
+    jpg.write_bytes(b"not a jpeg")
+    r = _dvc(voc_repo, "repro", "superpixels", check=False)
+    assert r.returncode != 0
+    assert "2007_000002.jpg" in r.stdout + r.stderr
+    assert (voc_repo / "artifacts/prepared/labels.json").is_file()
+    jpg.write_bytes(good)
+
+    lst = voc_repo / "data/VOCdevkit/VOC2012/ImageSets/Segmentation/val.txt"
+    lst.write_text(lst.read_text() + "2007_999999\n")
+    r = _dvc(voc_repo, "repro", "superpixels", check=False)
+    assert r.returncode != 0
+    assert "2007_999999" in r.stdout + r.stderr
+    assert labels == json.loads((voc_repo / "artifacts/prepared/labels.json").read_text())
