@@ -60,3 +60,31 @@ def test_run_injects_parameters_and_writes_atomically(tmp_path):
     assert out.exists() and "result.txt" in out.read_text()
     assert (out.parent / "01_t.failed.ipynb").exists()
     assert not list(out.parent.glob(".*running*"))
+
+
+def test_running_and_saving_in_jupyterlab_leaves_the_dvc_source_unchanged(tmp_path):
+    """JupyterLab saves through jupytext's contents manager, which rewrites the paired .py;
+    with notebooks/jupytext.toml's filters that rewrite is byte-identical, so `dvc repro`
+    still sees an unchanged dependency after a notebook was executed and saved."""
+    import shutil
+
+    import nbformat
+    from jupytext import TextFileContentsManager
+
+    for f in (ROOT / "notebooks").iterdir():
+        if f.suffix in (".py", ".ipynb", ".toml"):
+            shutil.copy2(f, tmp_path / f.name)
+    cm = TextFileContentsManager(root_dir=str(tmp_path))
+    for src in SOURCES:
+        before = (tmp_path / src.name).read_bytes()
+        name = src.with_suffix(".ipynb").name
+        nb = cm.get(name)["content"]
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nb.metadata["language_info"] = {"name": "python", "version": "3.11"}
+        for i, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
+            cell.execution_count = i + 1
+            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="ran\n")]
+            cell.metadata["execution"] = {"iopub.status.busy": "2026-01-01T00:00:00Z"}
+        cm.save({"type": "notebook", "format": "json", "content": nb}, name)
+        assert "ran" in (tmp_path / name).read_text()  # the .ipynb did change ...
+        assert (tmp_path / src.name).read_bytes() == before, src.name  # ... its DVC source did not
