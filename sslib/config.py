@@ -22,7 +22,7 @@ import yaml
 
 __all__ = [
     "ConfigError", "Params", "DataConfig", "SyntheticConfig", "SuperpixelConfig",
-    "AugmentConfig", "load", "from_dict", "to_dict", "project_root", "deep_merge",
+    "AugmentConfig", "ModelConfig", "VariantConfig", "TrainConfig", "variant_config", "load", "from_dict", "to_dict", "project_root", "deep_merge",
 ]
 
 
@@ -104,6 +104,77 @@ class AugmentConfig:
 
 
 @dataclass
+class ModelConfig:
+    """The CAM network (ResNet-50, output stride 16) and the VGG-19 of the perceptual loss.
+
+    Weights are torchvision's ImageNet state-dict files on local disk (nothing is
+    downloaded). ``"none"`` is an explicit choice of random initialisation; a path
+    that does not exist stops the run with a message saying where to put the file.
+    """
+
+    #: torchvision ResNet-50 state dict (e.g. data/weights/resnet50-0676ba61.pth) or "none"
+    backbone_weights: str = "none"
+    #: torchvision VGG-19 state dict (e.g. data/weights/vgg19-dcbb9e9d.pth) or "none"
+    vgg_weights: str = "none"
+    #: ResNet stages (0..2) that get no gradient (IRN/SSC: 2, the stem and layer1..2 are
+    #: fixed). "auto": 2 with ImageNet weights, 0 without (fixed random features learn nothing)
+    frozen_stages: int | Literal["auto"] = "auto"
+    #: BatchNorm uses its stored statistics and affine weights are fixed (IRN/SSC: true).
+    #: "auto": true with ImageNet weights, false without (random-init statistics are meaningless)
+    bn_eval: bool | Literal["auto"] = "auto"
+
+
+@dataclass
+class VariantConfig:
+    """What one ablation variant switches on; ``variants.<name>`` overrides ``ssc``."""
+
+    #: DRS suppression min(x, delta * max_hw(x)); 0 = off (plain CAM)
+    drs_delta: float = 0.55
+    #: CAM-driven reconstruction: decoder from the CAM logits + reconstruction loss
+    reconstruction: bool = True
+    rec_loss: Literal["perceptual", "l1", "l2"] = "perceptual"
+    beta_rec: float = 1.0
+    #: activation self-modulation: superpixel alignment loss
+    alignment: bool = True
+    beta_align: float = 1.0
+    align_threshold: float = 0.3
+    align_erosion: int = 8
+    #: epochs at the start without the alignment loss
+    warmup_epochs: int = 2
+
+
+@dataclass
+class TrainConfig:
+    """CAM-network training (``train_cam`` stage), shared by every variant and seed."""
+
+    out_dir: str = "artifacts/train_cam"
+    #: the variants (keys of ``variants``) and seeds the pipeline trains
+    variants: list[str] = field(default_factory=lambda: ["cam", "baseline", "+crm", "+asm", "ssc"])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    epochs: int = 10
+    batch_size: int = 6
+    #: SGD, poly schedule: backbone lr; the classifier gets lr * classifier_lr_mult
+    lr: float = 0.1
+    classifier_lr_mult: float = 10.0
+    weight_decay: float = 1e-4
+    #: the official code passes the weight decay where SGD's momentum goes (so 1e-4);
+    #: 0.0 is that behaviour to within 1e-4, 0.9 what IRN's optimizer meant
+    momentum: float = 0.0
+    poly_power: float = 0.9
+    #: decoder: Adam with the same poly schedule
+    decoder_lr: float = 5e-4
+    decoder_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    #: DataLoader worker processes
+    num_workers: int = 0
+    #: devices to train on: 1 = this process; > 1 = DDP via torchrun (one process each)
+    devices: int = 1
+    #: mixed precision on CUDA (ignored on the CPU)
+    amp: bool = True
+    #: stop when a loss turns NaN or infinite (the last good checkpoint is kept)
+    stop_on_nonfinite: bool = True
+
+
+@dataclass
 class Params:
     """The whole of params.yaml."""
 
@@ -111,6 +182,26 @@ class Params:
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     superpixels: SuperpixelConfig = field(default_factory=SuperpixelConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    #: defaults of every variant (the full SSC method)
+    ssc: VariantConfig = field(default_factory=VariantConfig)
+    #: ablation variants: name -> overrides of ``ssc`` (checked as VariantConfig)
+    variants: dict[str, dict[str, Any]] = field(default_factory=lambda: {
+        "cam": {"drs_delta": 0.0, "reconstruction": False, "alignment": False},
+        "baseline": {"reconstruction": False, "alignment": False},
+        "+crm": {"alignment": False},
+        "+asm": {"reconstruction": False},
+        "ssc": {},
+    })
+
+
+def variant_config(params: "Params", name: str) -> VariantConfig:
+    """The settings of variant ``name``: ``params.variants[name]`` merged over ``params.ssc``."""
+    if name not in params.variants:
+        raise ConfigError(f"variants.{name}: no such variant (known: {sorted(params.variants)})")
+    merged = deep_merge(to_dict(params.ssc), params.variants[name] or {})
+    return from_dict(VariantConfig, merged, f"variants.{name}")
 
 
 def _check_values(p: Params) -> None:
@@ -145,6 +236,27 @@ def _check_values(p: Params) -> None:
     need(len(a.resize_long) == 2 and 0 < a.resize_long[0] <= a.resize_long[1],
          "augment.resize_long", "need [min, max] with 0 < min <= max")
     need(a.crop_size > 0, "augment.crop_size", "must be > 0")
+    m = p.model
+    need(m.frozen_stages == "auto" or 0 <= m.frozen_stages <= 2, "model.frozen_stages",
+         "must be 0, 1, 2 or auto")
+    t = p.train
+    need(len(t.variants) >= 1, "train.variants", "name at least one variant")
+    for name in t.variants:
+        need(name in p.variants, "train.variants", f"{name!r} is not defined under variants")
+    need(len(set(t.variants)) == len(t.variants), "train.variants", "lists a variant twice")
+    need(len(t.seeds) >= 1 and len(set(t.seeds)) == len(t.seeds), "train.seeds",
+         "name at least one seed, each once")
+    need(t.epochs >= 1, "train.epochs", "must be >= 1")
+    need(t.batch_size >= 1, "train.batch_size", "must be >= 1")
+    need(t.lr > 0 and t.decoder_lr > 0, "train.lr", "learning rates must be > 0")
+    need(len(t.decoder_betas) == 2, "train.decoder_betas", "need [beta1, beta2]")
+    need(t.devices >= 1, "train.devices", "must be >= 1")
+    need(t.num_workers >= 0, "train.num_workers", "must be >= 0")
+    for name in p.variants:
+        v = variant_config(p, name)
+        need(0 <= v.drs_delta <= 1, f"variants.{name}.drs_delta", "must lie in [0, 1]")
+        need(v.align_erosion >= 1, f"variants.{name}.align_erosion", "must be >= 1")
+        need(v.warmup_epochs >= 0, f"variants.{name}.warmup_epochs", "must be >= 0")
 
 
 # --------------------------------------------------------------------------- generic typed loading

@@ -84,3 +84,28 @@ def test_project_root_walks_up(tmp_path):
     sub = tmp_path / "notebooks" / "deep"
     sub.mkdir(parents=True)
     assert config.project_root(sub) == tmp_path.resolve()
+
+
+def test_variants_merge_over_ssc_and_are_checked(tmp_path):
+    p = write(tmp_path, {"ssc": {"align_erosion": 4}, "variants": {"mine": {"alignment": False}},
+                         "train": {"variants": ["mine", "ssc"]}})
+    params = config.load(p)
+    v = config.variant_config(params, "mine")
+    assert (v.alignment, v.align_erosion, v.reconstruction) == (False, 4, True)
+    assert config.variant_config(params, "cam").drs_delta == 0.0  # the defaults stay defined
+    with pytest.raises(ConfigError, match=r"variants\.nope: no such variant"):
+        config.variant_config(params, "nope")
+
+
+@pytest.mark.parametrize("data, key", [
+    ({"variants": {"ssc": {"beta_recc": 1.0}}}, r"variants\.ssc\.beta_recc: unknown key"),
+    ({"variants": {"+asm": {"alignment": "yes"}}}, r"variants\.\+asm\.alignment: expected true or false"),
+    ({"train": {"variants": ["ssc", "typo"]}}, r"train\.variants: 'typo' is not defined"),
+    ({"train": {"seeds": [0, 0]}}, r"train\.seeds"),
+    ({"model": {"frozen_stages": 3}}, r"model\.frozen_stages"),
+    ({"model": {"bn_eval": "sometimes"}}, r"model\.bn_eval"),
+    ({"ssc": {"rec_loss": "l3"}}, r"ssc\.rec_loss: 'l3' is not one of"),
+])
+def test_training_sections_name_the_bad_key(tmp_path, data, key):
+    with pytest.raises(ConfigError, match=key):
+        config.load(write(tmp_path, data))
