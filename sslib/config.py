@@ -119,8 +119,9 @@ class ModelConfig:
     #: ResNet stages (0..2) that get no gradient (IRN/SSC: 2, the stem and layer1..2 are
     #: fixed). "auto": 2 with ImageNet weights, 0 without (fixed random features learn nothing)
     frozen_stages: int | Literal["auto"] = "auto"
-    #: BatchNorm uses its stored statistics and affine weights are fixed (IRN/SSC: true).
-    #: "auto": true with ImageNet weights, false without (random-init statistics are meaningless)
+    #: BatchNorm always uses its stored statistics, never batch statistics (IRN/SSC: true;
+    #: as there, BN affine weights of the trained stages still learn). "auto": true with
+    #: ImageNet weights, false without (random-init statistics are meaningless)
     bn_eval: bool | Literal["auto"] = "auto"
 
 

@@ -1,0 +1,24 @@
+"""Networks and reconstruction losses of SSC.
+
+* :class:`CAMNet`: ResNet-50 (output stride 16) with DRS and a 1x1 classifier;
+  ``scores, cams = net(images)``;
+* :class:`Decoder`: CAM logits -> RGB image in [-1, 1] (CAM-driven reconstruction);
+* :func:`build_reconstruction_loss`: ``loss(rec, image)``, perceptual (VGG-19), L1 or L2;
+* :mod:`sslib.models.weights`: local torchvision weights files (never downloaded),
+  :class:`WeightsError`.
+"""
+from __future__ import annotations
+
+from .cam_net import CAMNet, DRSBottleneck, drs
+from .decoder import Decoder, LayerNorm2d
+from .perceptual import (
+    VGG_LAYER_INDICES, VGG_LAYER_NAMES, VGG_LAYER_WEIGHTS, PerceptualLoss, ReconstructionLoss,
+    build_reconstruction_loss, imagenet_to_tanh, tanh_to_imagenet,
+)
+from .weights import WeightsError, load_weights
+
+__all__ = [
+    "CAMNet", "DRSBottleneck", "drs", "Decoder", "LayerNorm2d", "PerceptualLoss", "ReconstructionLoss",
+    "build_reconstruction_loss", "tanh_to_imagenet", "imagenet_to_tanh", "VGG_LAYER_INDICES",
+    "VGG_LAYER_NAMES", "VGG_LAYER_WEIGHTS", "WeightsError", "load_weights",
+]
