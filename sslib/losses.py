@@ -29,16 +29,20 @@ def erode(mask: torch.Tensor, k: int) -> torch.Tensor:
     """Binary erosion of (M, H, W) masks by a k x k square with ``cv2.erode`` semantics.
 
     ``out[y, x] = min over i, j in 0..k-1 of mask[y + i - k//2, x + j - k//2]``, pixels
-    outside the image ignored (the border does not erode). Returns a float (M, H, W) mask.
+    outside the image ignored (the border does not erode). Returns a bool (M, H, W) mask.
     """
     if k < 1:
         raise ValueError(f"erosion size must be >= 1, got {k}")
-    m = mask.float()
     if k == 1:
-        return m
+        return mask > 0
     a, b = k // 2, k - 1 - k // 2
-    padded = F.pad(m[:, None], (a, b, a, b), value=1.0)  # outside counts as set: no border erosion
-    return -F.max_pool2d(-padded, k, stride=1)[:, 0]
+    # A window holds a hole iff its count of holes is > 0: box sums by cumulative sums
+    # (exact integers), one axis at a time; much faster than pooling on the CPU.
+    hole = F.pad((mask <= 0).to(torch.int16), (a + 1, b, a + 1, b))  # +1: a leading zero row/col
+    hole = hole.cumsum(1, dtype=torch.int16)
+    hole = hole[:, k:].sub(hole[:, :-k])
+    hole = hole.cumsum(2, dtype=torch.int16)
+    return hole[:, :, k:] == hole[:, :, :-k]
 
 
 def compact_ids(ids: torch.Tensor) -> torch.Tensor:
@@ -58,14 +62,17 @@ def compact_ids(ids: torch.Tensor) -> torch.Tensor:
 def superpixel_mean(values: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """Mean of ``values`` (N, C, P) over each superpixel, broadcast back: (N, C, P).
 
-    ``ids`` (N, P) are compact per-image ids in [0, P) (see :func:`compact_ids`).
+    ``ids`` (N, P) are compact per-image ids in [0, P) (see :func:`compact_ids`). The sums
+    run over rows of C values (``index_add_`` with a 1-D index of N * P global ids), so no
+    (N, C, P) index tensor is ever built.
     """
     n, c, p = values.shape
-    idx = ids[:, None, :].expand(n, c, p)
-    sums = values.new_zeros(n, c, p).scatter_add_(2, idx, values)
-    counts = values.new_zeros(n, p).scatter_add_(1, ids, values.new_ones(n, p))
-    means = sums / counts.clamp_min(1.0)[:, None, :]
-    return means.gather(2, idx)
+    gid = (ids + torch.arange(n, device=ids.device)[:, None] * p).reshape(-1)   # (N*P,)
+    rows = values.transpose(1, 2).reshape(n * p, c)                             # (N*P, C)
+    sums = values.new_zeros(n * p, c).index_add_(0, gid, rows)
+    counts = values.new_zeros(n * p).index_add_(0, gid, values.new_ones(n * p))
+    means = sums / counts.clamp_min(1.0)[:, None]
+    return means.index_select(0, gid).reshape(n, p, c).transpose(1, 2)
 
 
 def _max_norm(x: torch.Tensor) -> torch.Tensor:
@@ -75,16 +82,23 @@ def _max_norm(x: torch.Tensor) -> torch.Tensor:
 
 
 def alignment_loss(cams: torch.Tensor, superpixels: torch.Tensor, labels: torch.Tensor,
-                   threshold: float = 0.3, erosion: int = 8) -> torch.Tensor:
+                   threshold: float = 0.3, erosion: int = 8, pack: bool | None = None) -> torch.Tensor:
     """SSC's superpixel alignment loss (a scalar).
 
     Args:
         cams: (N, C, h, w) raw CAM logits.
         superpixels: (N, H, W) integer superpixel ids at input resolution (any
-            non-negative ids, not necessarily consecutive).
-        labels: (N, C) multi-hot image labels.
+            non-negative ids, not necessarily consecutive), on the device of ``cams``.
+        labels: (N, C) multi-hot image labels, on the device of ``cams`` or on the CPU.
+            On the CPU (as a data loader yields them) they are read for free and only the
+            present classes' maps are computed; on the device every map is computed and
+            the absent ones are masked out, which needs no device-to-host copy. Both give
+            the same value.
         threshold: reliable activations are normalised CAM values above this.
         erosion: side of the square that erodes the reliable region.
+        pack: compute only the present maps (True) or all maps, masked (False); None:
+            pack when ``labels`` are on the CPU. Packing with labels on a GPU would read
+            them back to the host once.
 
     Steps: superpixels downsampled by 0.5 (nearest) to (H2, W2) = (H//2, W//2); CAMs
     resized bilinearly to (H2, W2) and multiplied by the labels; the per-superpixel mean
@@ -96,16 +110,35 @@ def alignment_loss(cams: torch.Tensor, superpixels: torch.Tensor, labels: torch.
     n, c = cams.shape[:2]
     sp = F.interpolate(superpixels[:, None].float(), scale_factor=0.5, mode="nearest")[:, 0]
     h2, w2 = sp.shape[-2:]
-    lab = labels.to(cams.dtype)
-    pred = F.interpolate(cams, size=(h2, w2), mode="bilinear", align_corners=False)
-    pred = (pred * lab[:, :, None, None]).flatten(2)                      # (N, C, P)
     ids = compact_ids(sp.flatten(1).long())                                # (N, P)
+    if pack is None:
+        pack = labels.device.type == "cpu"
+    if pack:
+        # pack: one "image" per present (image, class) map
+        present = (labels == 1).flatten().nonzero()[:, 0]                 # (M,); CPU labels: no sync
+        present = present.to(cams.device, non_blocking=True)
+        maps = cams.flatten(0, 1).index_select(0, present)[:, None]       # (M, 1, h, w)
+        ids = ids.index_select(0, present // c)                            # (M, P)
+    else:
+        maps = cams * labels.to(cams.dtype)[:, :, None, None]              # (N, C, h, w)
+    # multiplying by 0/1 labels before the (per-map, linear) resize is exact and cheaper
+    pred = F.interpolate(maps, size=(h2, w2), mode="bilinear", align_corners=False).flatten(2)
+    count = (labels == 1).sum().to(cams.device) * (h2 * w2)
+    return _alignment(pred, ids, (h2, w2), threshold, erosion) / count.clamp_min(1).to(cams.dtype)
+
+
+def _alignment(pred: torch.Tensor, ids: torch.Tensor, hw: tuple[int, int], threshold: float,
+               erosion: int) -> torch.Tensor:
+    """Summed squared error of the alignment loss; pred (B, K, P) label-masked maps of B images."""
+    b, k = pred.shape[:2]
     with torch.no_grad():
-        averaged = _max_norm(superpixel_mean(pred.detach(), ids))
-    cam = _max_norm(pred)                                                  # (N, C, P), with grad
+        averaged = superpixel_mean(pred.detach(), ids).clamp_min_(0)
+        averaged = averaged.div_(averaged.amax(dim=2, keepdim=True).add_(1e-5))
+    cam = pred.clamp_min(0)
+    cam = cam / (cam.amax(dim=2, keepdim=True) + 1e-5)                     # (B, K, P), with grad
     with torch.no_grad():
-        reliable = erode((cam > threshold).reshape(n * c, h2, w2), erosion).reshape(n, c, -1)
-        target = torch.maximum(averaged, cam * reliable)
-    sq = ((cam - target) ** 2).sum(dim=2)                                  # (N, C)
-    present = (lab == 1).to(cams.dtype)
-    return (sq * present).sum() / (present.sum() * (h2 * w2)).clamp_min(1.0)
+        reliable = erode((cam > threshold).view(b * k, *hw), erosion).view(b, k, -1)
+        target = torch.maximum(averaged, cam.detach() * reliable, out=averaged)
+    # maps of absent classes are 0 in both cam and target: summing over all maps and
+    # dividing by the present ones' pixel count is the MSE over the present maps
+    return F.mse_loss(cam, target, reduction="sum")

@@ -312,7 +312,8 @@ def train_cam(params: Params, variant: str, seed: int, *, progress: bool = True,
             l_align = zero
             if use_align:
                 sp = batch["superpixels"].to(device, non_blocking=True)
-                l_align = alignment_loss(cams.float(), sp, label, v.align_threshold, v.align_erosion)
+                # labels from the loader (CPU): only present maps are computed, without a device sync
+                l_align = alignment_loss(cams.float(), sp, batch["label"], v.align_threshold, v.align_erosion)
                 if dist.world_size > 1:  # DDP averages per-rank means: reweight to the global mean
                     l_align = l_align * _share_of_maps(label, dist.world_size)
             loss = l_cls + v.beta_rec * l_rec + v.beta_align * l_align
