@@ -21,7 +21,7 @@ TINY = {
     "superpixels": {"workers": 1, "slic": {"n_segments": 30}},
     "augment": {"resize_long": [32, 64], "crop_size": 32},
     "model": {"frozen_stages": 2, "bn_eval": True},
-    "train": {"variants": ["cam", "ssc"], "seeds": [0], "epochs": 2, "batch_size": 5},
+    "train": {"variants": ["cam", "ssc"], "seeds": [0], "epochs": 2, "batch_size": 5, "lr": 0.001},
     "ssc": {"warmup_epochs": 1, "rec_loss": "l1"},
 }
 
