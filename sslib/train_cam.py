@@ -98,7 +98,7 @@ class _SeededSamples(Dataset):
 
 
 class _EpochSampler(Sampler):
-    """This rank's share of each global batch of a seeded permutation, from a given step on.
+    """This rank's share of each global batch of a seeded permutation of the training split.
 
     Global batch b of epoch e holds positions [b*B, (b+1)*B) of ``randperm(n)`` drawn with
     seed (seed, e); rank r of W takes the r-th of W equal slices of it (B % W == 0).
