@@ -22,7 +22,7 @@ import yaml
 
 __all__ = [
     "ConfigError", "Params", "DataConfig", "SyntheticConfig", "SuperpixelConfig",
-    "AugmentConfig", "ModelConfig", "VariantConfig", "TrainConfig", "variant_config", "load", "from_dict", "to_dict", "project_root", "deep_merge",
+    "AugmentConfig", "ModelConfig", "CamConfig", "EvaluateConfig", "VariantConfig", "TrainConfig", "variant_config", "thresholds_from", "load", "from_dict", "to_dict", "project_root", "deep_merge",
 ]
 
 
@@ -176,6 +176,30 @@ class TrainConfig:
 
 
 @dataclass
+class CamConfig:
+    """CAM inference (``eval_cam`` stage): IRN's multi-scale, flipped CAMs (:mod:`sslib.cam`)."""
+
+    #: CAM files go to <out_dir>/<variant>/seed<seed>/<split>/<name>.npz
+    out_dir: str = "artifacts/cams"
+    scales: list[float] = field(default_factory=lambda: [1.0, 0.5, 1.5, 2.0])
+    flip: bool = True
+    #: images per forward (only images of equal size are batched)
+    batch_size: int = 8
+    #: splits whose CAMs are made and evaluated (train = pseudo-label quality)
+    splits: list[str] = field(default_factory=lambda: ["train", "val"])
+
+
+@dataclass
+class EvaluateConfig:
+    """Background-threshold sweep of the CAMs (:mod:`sslib.evaluate`)."""
+
+    #: [start, stop, step] of the swept background thresholds
+    thresholds: list[float] = field(default_factory=lambda: [0.05, 0.95, 0.05])
+    #: the one threshold used for every variant in the ablation table (SSC's cam_eval_thres: 0.2)
+    fixed_threshold: float = 0.2
+
+
+@dataclass
 class Params:
     """The whole of params.yaml."""
 
@@ -185,6 +209,8 @@ class Params:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    cam: CamConfig = field(default_factory=CamConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     #: defaults of every variant (the full SSC method)
     ssc: VariantConfig = field(default_factory=VariantConfig)
     #: ablation variants: name -> overrides of ``ssc`` (checked as VariantConfig)
@@ -195,6 +221,12 @@ class Params:
         "+asm": {"reconstruction": False},
         "ssc": {},
     })
+
+
+def thresholds_from(start: float, stop: float, step: float) -> list[float]:
+    """``start, start + step, ..., <= stop`` rounded to 1e-6 (no float drift in names)."""
+    n = int((stop - start) / step + 1e-9) + 1
+    return [round(start + i * step, 6) for i in range(n)]
 
 
 def variant_config(params: "Params", name: str) -> VariantConfig:
@@ -253,6 +285,15 @@ def _check_values(p: Params) -> None:
     need(len(t.decoder_betas) == 2, "train.decoder_betas", "need [beta1, beta2]")
     need(t.devices >= 1, "train.devices", "must be >= 1")
     need(t.num_workers >= 0, "train.num_workers", "must be >= 0")
+    c = p.cam
+    need(len(c.scales) >= 1 and all(x > 0 for x in c.scales), "cam.scales", "name at least one scale, each > 0")
+    need(len(c.splits) >= 1, "cam.splits", "name at least one split")
+    need(c.batch_size >= 1, "cam.batch_size", "must be >= 1")
+    e = p.evaluate
+    need(len(e.thresholds) == 3 and 0 <= e.thresholds[0] <= e.thresholds[1] <= 1 and e.thresholds[2] > 0,
+         "evaluate.thresholds", "need [start, stop, step] with 0 <= start <= stop <= 1 and step > 0")
+    need(any(abs(t - e.fixed_threshold) < 1e-6 for t in thresholds_from(*e.thresholds)),
+         "evaluate.fixed_threshold", f"must be one of the swept thresholds {thresholds_from(*e.thresholds)}")
     for name in p.variants:
         v = variant_config(p, name)
         need(0 <= v.drs_delta <= 1, f"variants.{name}.drs_delta", "must lie in [0, 1]")

@@ -165,3 +165,29 @@ def test_two_process_ddp_step_equals_single_process(in_project):
     assert any(k.startswith("decoder.") for k in moved)
     metrics = json.loads((in_project / "reports/train_cam/ssc/seed0/metrics.json").read_text())
     assert metrics["world_size"] == 2
+
+
+def test_eval_cam_makes_and_evaluates_the_cams_of_a_trained_run(in_project):
+    from sslib import eval_cam
+    from sslib.cam import cam_path, load_cam
+
+    params = _params(in_project, train={"out_dir": "runs/e", "epochs": 1},
+                     cam={"out_dir": "cams", "scales": [1.0, 0.5], "batch_size": 3})
+    with pytest.raises(eval_cam.DataError, match="runs/e/cam/seed0/model.pt: no trained model"):
+        eval_cam.eval_cam(params, "cam", 0, progress=False)
+    train_cam.train_cam(params, "cam", 0, progress=False)
+    m = eval_cam.eval_cam(params, "cam", 0, progress=False)
+    for split in ("train", "val"):
+        ds = build_dataset(params.data, split)
+        for name in ds.names:
+            c = load_cam(cam_path(in_project / "cams/cam/seed0", split, name), size=(48, 48))
+            assert sorted(c["keys"].tolist()) == sorted(torch.nonzero(ds[ds.names.index(name)]["label"])[:, 0].tolist())
+        best, fixed = m[split]["best"], m[split]["fixed"]
+        assert 0 <= fixed["miou"] <= best["miou"] <= 1 and fixed["threshold"] == 0.2
+        assert set(best["iou"]) == {"background", *ds.classes}
+    rep = in_project / "reports/eval_cam/cam/seed0"
+    assert json.loads((rep / "metrics.json").read_text()) == m
+    rows = (rep / "sweep.csv").read_text().splitlines()
+    assert rows[0] == "threshold,train_miou,val_miou" and len(rows) == 20
+    assert max(float(r.split(",")[2]) for r in rows[1:]) == pytest.approx(m["val"]["best"]["miou"], abs=1e-5)
+    assert m["train_time_s"] > 0

@@ -118,7 +118,9 @@ class CAMNet(nn.Module):
         self.frozen_stages = int(frozen_stages)
         self.bn_eval = bool(bn_eval)
 
-        net = torchvision.models.resnet50()
+        # zero-init of each block's last BN (random init only; loaded weights replace it): the
+        # residual branches start as identities, which lets a from-scratch net learn in few steps
+        net = torchvision.models.resnet50(zero_init_residual=True)
         net.fc = nn.Identity()  # unused; dropped so the file's fc.* is not needed
         load_weights(net, weights, param_key=BACKBONE_KEY, what="ResNet-50 backbone",
                      files=RESNET50_FILES, rename=lambda k: None if k.startswith("fc.") else k)

@@ -1,0 +1,94 @@
+"""CAM evaluation (sslib.evaluate): the threshold sweep against per-threshold confusion matrices."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sslib.cam import cam_path, save_cam
+from sslib.config import thresholds_from
+from sslib.evaluate import cam_labels, evaluate_split, summarize_sweep, sweep_confusion, write_sweep_csv
+from sslib.io import DataError
+from sslib.metrics import confusion_matrix
+
+
+def test_thresholds_from():
+    ths = thresholds_from(0.05, 0.95, 0.05)
+    assert len(ths) == 19 and ths[0] == 0.05 and ths[-1] == 0.95 and ths[3] == 0.2
+
+
+def test_cam_labels_background_wins_ties():
+    high = torch.tensor([[[0.2, 0.5, 0.1]], [[0.3, 0.4, 0.1]]])   # (K=2, 1, 3)
+    keys = torch.tensor([4, 1])
+    assert cam_labels(high, keys, 0.3).tolist() == [[0, 5, 0]]    # 0.3 is not > 0.3
+    assert cam_labels(high, keys, 0.25).tolist() == [[2, 5, 0]]
+    assert cam_labels(torch.zeros(0, 2, 2), torch.zeros(0, dtype=torch.long), 0.1).tolist() == [[0, 0], [0, 0]]
+
+
+@pytest.mark.parametrize("k", [0, 1, 3])
+def test_sweep_equals_per_threshold_confusion(k):
+    rng = np.random.default_rng(k)
+    high = torch.from_numpy(rng.random((k, 23, 31)).astype(np.float32))
+    high[:, 0, :5] = 0.5                                           # ties with a threshold
+    keys = torch.from_numpy(rng.choice(6, size=k, replace=False))
+    gt = torch.from_numpy(rng.integers(0, 7, (23, 31)))
+    gt[rng.random((23, 31)) < 0.1] = 255
+    ths = thresholds_from(0.05, 0.95, 0.05)
+    conf = sweep_confusion(high, keys, gt, ths, 7)
+    assert conf.shape == (19, 7, 7)
+    for i, t in enumerate(ths):
+        want = confusion_matrix(cam_labels(high, keys, t).numpy(), gt.numpy(), 7)
+        np.testing.assert_array_equal(conf[i].numpy(), want)
+
+
+def test_summarize_sweep_picks_best_and_fixed_threshold():
+    # 2 classes (bg, a); threshold 0: all predicted a; threshold 1: half right
+    conf = torch.tensor([[[0, 10], [0, 10]],                       # iou bg 0, a 0.5 -> 0.25
+                         [[8, 2], [2, 8]],                          # 8/12, 8/12 -> 0.667
+                         [[10, 0], [10, 0]]])                       # 0.5, 0 -> 0.25
+    s = summarize_sweep(conf, [0.1, 0.2, 0.3], ["background", "a"], fixed_threshold=0.3)
+    assert s["best"]["threshold"] == 0.2 and s["best"]["miou"] == pytest.approx(2 / 3, abs=1e-5)
+    assert s["fixed"]["threshold"] == 0.3 and s["fixed"]["miou"] == pytest.approx(0.25)
+    assert s["best"]["iou"] == {"background": pytest.approx(2 / 3, abs=1e-5), "a": pytest.approx(2 / 3, abs=1e-5)}
+    assert s["miou_per_threshold"] == [0.25, pytest.approx(2 / 3, abs=1e-5), 0.25]
+    # a's false positives at threshold 0.1 all lie on background: over-activation 1
+    with pytest.raises(ValueError, match="fixed threshold 0.4"):
+        summarize_sweep(conf, [0.1, 0.2, 0.3], ["background", "a"], fixed_threshold=0.4)
+
+
+def test_write_sweep_csv(tmp_path):
+    s = {"train": {"thresholds": [0.1, 0.2], "miou_per_threshold": [0.5, None]},
+         "val": {"thresholds": [0.1, 0.2], "miou_per_threshold": [0.25, 0.125]}}
+    write_sweep_csv(tmp_path / "s.csv", s)
+    assert (tmp_path / "s.csv").read_text() == "threshold,train_miou,val_miou\n0.1,0.50000,0.25000\n0.2,,0.12500\n"
+
+
+class MaskData:
+    classes = ["a", "b"]
+
+    def __init__(self, masks):
+        self.masks = masks
+
+    def __len__(self):
+        return len(self.masks)
+
+    def __getitem__(self, i):
+        return {"name": f"im{i}", "mask": self.masks[i]}
+
+
+def test_evaluate_split_accumulates_over_images_and_names_missing_files(tmp_path):
+    masks = [np.array([[0, 1], [2, 255]], np.uint8), np.array([[1, 1], [0, 0]], np.uint8)]
+    save_cam(cam_path(tmp_path, "val", "im0"), np.array([0, 1]), np.zeros((2, 1, 1)),
+             np.array([[[0.9, 0.1], [0.2, 0.0]], [[0.0, 0.0], [0.8, 0.0]]]))
+    save_cam(cam_path(tmp_path, "val", "im1"), np.array([0]), np.zeros((1, 1, 1)),
+             np.array([[[1.0, 0.6], [0.0, 0.7]]]))
+    conf = evaluate_split(tmp_path, MaskData(masks), "val", [0.5, 0.65], progress=False)
+    # t = 0.5: im0 -> [[1, 0], [2, ignored]]; im1 -> [[1, 1], [0, 1]]
+    want = np.zeros((3, 3), np.int64)
+    for p, g in [(1, 0), (0, 1), (2, 2), (1, 1), (1, 1), (0, 0), (1, 0)]:
+        want[g, p] += 1
+    np.testing.assert_array_equal(conf[0].numpy(), want)
+    assert int(conf[1].sum()) == 7 and int(conf[1][1, 0]) == 2      # im1: 0.6 <= 0.65 -> background
+    (tmp_path / "val" / "im1.npz").unlink()
+    with pytest.raises(DataError, match="im1.npz: CAM file missing"):
+        evaluate_split(tmp_path, MaskData(masks), "val", [0.5], progress=False)
