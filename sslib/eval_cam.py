@@ -30,7 +30,7 @@ from . import distributed
 from .config import ConfigError, Params, load, thresholds_from, variant_config
 from .io import DataError
 
-__all__ = ["run", "eval_cam", "cam_dir", "eval_report_dir", "load_trained", "METRICS", "SWEEP"]
+__all__ = ["run", "eval_cam", "eval_splits", "cam_dir", "eval_report_dir", "load_trained", "METRICS", "SWEEP"]
 
 METRICS = "metrics.json"
 SWEEP = "sweep.csv"
@@ -39,6 +39,12 @@ SWEEP = "sweep.csv"
 def cam_dir(params: Params, variant: str, seed: int) -> Path:
     """``<cam.out_dir>/<variant>/seed<seed>``: the CAM files of one run (a folder per split)."""
     return Path(params.cam.out_dir) / variant / f"seed{seed}"
+
+
+def eval_splits(params: Params) -> list[str]:
+    """``cam.splits`` with ``train`` / ``val`` resolved to ``data.train_split`` / ``data.val_split``."""
+    return [params.data.train_split if s == "train" else params.data.val_split if s == "val" else s
+            for s in params.cam.splits]
 
 
 def eval_report_dir(variant: str, seed: int) -> Path:
@@ -92,8 +98,7 @@ def eval_cam(params: Params, variant: str, seed: int, *, progress: bool = True) 
     dist = distributed.init()
     net, _, classes = load_trained(params, variant, seed, dist.device)
     out = cam_dir(params, variant, seed)
-    splits = [params.data.train_split if s == "train" else params.data.val_split if s == "val" else s
-              for s in params.cam.splits]
+    splits = eval_splits(params)
     t0 = time.perf_counter()
     for split in splits:
         ds = build_dataset(params.data, split, transform=EvalTransform(), with_mask=False)

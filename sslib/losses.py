@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["classification_loss", "alignment_loss", "erode", "superpixel_mean", "compact_ids"]
+__all__ = ["classification_loss", "alignment_loss", "alignment_maps", "erode", "superpixel_mean", "compact_ids"]
 
 
 def classification_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -125,6 +125,35 @@ def alignment_loss(cams: torch.Tensor, superpixels: torch.Tensor, labels: torch.
     pred = F.interpolate(maps, size=(h2, w2), mode="bilinear", align_corners=False).flatten(2)
     count = (labels == 1).sum().to(cams.device) * (h2 * w2)
     return _alignment(pred, ids, (h2, w2), threshold, erosion) / count.clamp_min(1).to(cams.dtype)
+
+
+@torch.no_grad()
+def alignment_maps(cams: torch.Tensor, superpixels: torch.Tensor, labels: torch.Tensor,
+                   threshold: float = 0.3, erosion: int = 8) -> dict[str, torch.Tensor]:
+    """The maps :func:`alignment_loss` compares, for inspection (no gradient).
+
+    Args: as :func:`alignment_loss`.
+
+    Returns:
+        dict of (N, C, H2, W2) tensors at half the superpixel resolution, absent classes
+        zero: ``cam`` (normalised CAM), ``averaged`` (normalised superpixel mean),
+        ``reliable`` (bool: eroded CAM > threshold) and ``target`` (max(averaged,
+        cam * reliable)); and ``superpixels`` (N, H2, W2), the downsampled ids.
+        ``((cam - target) ** 2)`` summed over present maps / their pixel count is the loss.
+    """
+    n, c = cams.shape[:2]
+    sp = F.interpolate(superpixels[:, None].float(), scale_factor=0.5, mode="nearest")[:, 0]
+    h2, w2 = sp.shape[-2:]
+    ids = compact_ids(sp.flatten(1).long())
+    maps = cams * labels.to(cams.device, cams.dtype)[:, :, None, None]
+    pred = F.interpolate(maps, size=(h2, w2), mode="bilinear", align_corners=False).flatten(2)
+    averaged = _max_norm(superpixel_mean(pred, ids))
+    cam = _max_norm(pred)
+    reliable = erode((cam > threshold).view(n * c, h2, w2), erosion).view(n, c, -1)
+    target = torch.maximum(averaged, cam * reliable)
+    shape = (n, c, h2, w2)
+    return {"cam": cam.view(shape), "averaged": averaged.view(shape), "reliable": reliable.view(shape),
+            "target": target.view(shape), "superpixels": sp.long()}
 
 
 def _alignment(pred: torch.Tensor, ids: torch.Tensor, hw: tuple[int, int], threshold: float,

@@ -143,3 +143,24 @@ def test_classification_loss_is_multilabel_soft_margin():
     y = torch.tensor([[1.0, 0.0]])
     want = -(np.log(1 / (1 + np.exp(-2.0))) + np.log(1 - 1 / (1 + np.exp(1.0)))) / 2
     assert classification_loss(s, y).item() == pytest.approx(want, rel=1e-6)
+
+
+def test_alignment_maps_give_the_loss():
+    from sslib.losses import alignment_maps
+
+    g = torch.Generator().manual_seed(3)
+    cams = torch.randn(2, 4, 5, 7, generator=g)
+    sp = torch.randint(0, 9, (2, 34, 46), generator=g)
+    labels = torch.tensor([[1.0, 0, 1, 0], [0, 1, 0, 0]])
+    m = alignment_maps(cams, sp, labels, threshold=0.3, erosion=3)
+    assert m["cam"].shape == (2, 4, 17, 23) and m["superpixels"].shape == (2, 17, 23)
+    assert m["target"][0, 1].abs().sum() == 0 and m["cam"][1, 0].abs().sum() == 0   # absent classes
+    assert torch.all(m["target"] >= m["averaged"]) and torch.all(m["target"] >= m["cam"] * m["reliable"])
+    # each superpixel of the averaged map is constant
+    a, ids = m["averaged"][0, 0], m["superpixels"][0]
+    for k in ids.unique():
+        v = a[ids == k]
+        assert torch.allclose(v, v[0].expand_as(v))
+    present = labels.sum() * 17 * 23
+    want = ((m["cam"] - m["target"]) ** 2).sum() / present
+    torch.testing.assert_close(alignment_loss(cams, sp, labels, 0.3, 3), want)

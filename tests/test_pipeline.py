@@ -23,11 +23,13 @@ TINY = {
     "model": {"frozen_stages": 2, "bn_eval": True},
     "train": {"variants": ["cam", "ssc"], "seeds": [0], "epochs": 2, "batch_size": 5, "lr": 0.001},
     "ssc": {"warmup_epochs": 1, "rec_loss": "l1"},
+    "cam": {"scales": [1.0]},
 }
 
 pytestmark = pytest.mark.slow
 # data.dvc (raw VOC/COCO) is "not in cache" in a fresh copy by design; check the pipeline only
-STAGES = ("synthesize", "prepare", "superpixels", "data_report", "train_cam@cam-0", "train_cam@ssc-0")
+TRAINED = ("train_cam@cam-0", "train_cam@ssc-0", "eval_cam@cam-0", "eval_cam@ssc-0", "ablation", "inspect_cams")
+STAGES = ("synthesize", "prepare", "superpixels", "data_report", *TRAINED)
 
 
 def _repo_files() -> list[str]:
@@ -62,7 +64,8 @@ def repo(tmp_path_factory) -> Path:
     for f in _repo_files():
         (dst / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / f, dst / f)
-    for generated in ("dvc.lock", "reports/data_stats.json", "reports/figures"):
+    for generated in ("dvc.lock", "reports/data_stats.json", "reports/figures", "reports/train_cam",
+                      "reports/eval_cam", "reports/ablation", "reports/ablation.md", "reports/ablation.csv"):
         p = dst / generated
         shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
     subprocess.run(["git", "init", "-q"], cwd=dst, check=True)
@@ -82,6 +85,12 @@ def test_repro_from_clean_copy(repo):
     assert stats["images"] == {"train": 10, "val": 4}
     n_sp = len(list((repo / "artifacts/superpixels").glob("*.png")))
     assert n_sp == 14
+    table = (repo / "reports/ablation.csv").read_text().splitlines()
+    assert table[0].startswith("variant,miou_best_mean,miou_best_std,") and [r.split(",")[0] for r in table[1:]] == ["cam", "ssc"]
+    for f in ("reports/ablation.md", "reports/figures/ablation_cams.png", "reports/ablation/sweep_val.csv",
+              "reports/notebooks/20_inspect_cams.ipynb", "reports/eval_cam/ssc/seed0/metrics.json"):
+        assert (repo / f).is_file(), f
+    assert len(list((repo / "artifacts/cams/ssc/seed0/train").glob("*.npz"))) == 10
 
 
 def test_second_repro_does_nothing(repo):
@@ -94,7 +103,7 @@ def test_superpixel_param_reruns_only_dependents(repo):
     _set_params(repo, {"superpixels": {"slic": {"n_segments": 20}}})
     r = _dvc(repo, "repro")
     # train_cam@cam-0 reads no superpixels but depends on the folder, so it reruns too
-    assert _ran(r) == {"superpixels", "data_report", "train_cam@cam-0", "train_cam@ssc-0"}
+    assert _ran(r) == {"superpixels", "data_report", *TRAINED}
 
 
 def test_bad_parameter_names_the_key_and_keeps_outputs(repo):
