@@ -25,6 +25,7 @@ import pandas as pd
 from .io import DataError, write_text
 
 __all__ = ["runs_frame", "ablation_table", "compare", "sweep_frame", "mean_sweep", "per_class_frame",
+           "activation_contrast",
            "write_table", "to_markdown", "REPORT_ROOT"]
 
 REPORT_ROOT = Path("reports") / "eval_cam"
@@ -142,6 +143,35 @@ def per_class_frame(variants: Sequence[str], seeds: Sequence[int], split: str, w
             for cls, iou in m[split][which]["iou"].items():
                 rows.append({"variant": v, "seed": s, "class": cls, "iou": None if iou is None else iou * 100})
     return pd.DataFrame(rows)
+
+
+def activation_contrast(cam_dir: str | Path, dataset, split: str) -> dict[str, float]:
+    """How localised stored CAMs are: their mean value on the class's own pixels and on
+    ground-truth background, averaged over every (image, present class) pair.
+
+    ``dataset`` yields ``name`` and ``mask`` (H, W). A CAM that fires on its object and
+    not around it has ``inside`` near 1 and ``background`` near 0; a CAM that is nearly
+    uniform over the image has both near 1 (then no background threshold separates
+    object from background, and the best threshold is the largest swept).
+
+    Returns:
+        ``{"inside", "background", "ratio"}`` (ratio = inside / background).
+    """
+    from .cam import cam_path, load_cam
+
+    inside, outside = [], []
+    for i in range(len(dataset)):
+        s = dataset[i]
+        mask = np.asarray(s["mask"])
+        c = load_cam(cam_path(cam_dir, split, s["name"]), size=mask.shape)
+        bg = mask == 0
+        for k, m in zip(c["keys"], c["high_res"]):
+            own = mask == k + 1
+            if own.any() and bg.any():
+                inside.append(float(m[own].mean()))
+                outside.append(float(m[bg].mean()))
+    a, b = float(np.mean(inside)), float(np.mean(outside))
+    return {"inside": a, "background": b, "ratio": a / b if b > 0 else float("inf")}
 
 
 def to_markdown(df: pd.DataFrame, digits: int = 1) -> str:

@@ -78,3 +78,24 @@ def test_markdown_and_csv(tmp_path):
     assert ablation.to_markdown(df) == "| variant | x | ok |\n|---|---|---|\n| a | 1.2 | yes |\n| +b |  | no |\n"
     ablation.write_table(tmp_path / "t.csv", df, digits=2)
     assert (tmp_path / "t.csv").read_text() == "variant,x,ok\na,1.23,True\n+b,,False\n"
+
+
+def test_activation_contrast_means_over_image_class_pairs(tmp_path):
+    from sslib.cam import cam_path, save_cam
+
+    class Data:
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return {"name": f"im{i}", "mask": np.array([[0, 0], [1, 2]]) if i == 0 else np.array([[0, 2], [2, 2]])}
+
+    save_cam(cam_path(tmp_path, "val", "im0"), np.array([0, 1]), np.zeros((2, 1, 1)),
+             np.array([[[0.2, 0.4], [1.0, 0.0]], [[0.0, 0.0], [0.0, 1.0]]]))
+    save_cam(cam_path(tmp_path, "val", "im1"), np.array([1]), np.zeros((1, 1, 1)),
+             np.array([[[0.5, 0.9], [0.6, 0.3]]]))
+    c = ablation.activation_contrast(tmp_path, Data(), "val")
+    # pairs: (im0, class 0): inside 1.0, bg 0.3; (im0, class 1): 1.0, 0.0; (im1, class 1): 0.6, 0.5
+    assert c["inside"] == pytest.approx((1.0 + 1.0 + 0.6) / 3, abs=1e-3)
+    assert c["background"] == pytest.approx((0.3 + 0.0 + 0.5) / 3, abs=1e-3)
+    assert c["ratio"] == pytest.approx(c["inside"] / c["background"])
