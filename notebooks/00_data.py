@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from sslib import config, notebook
+from sslib import config, notebook, paths
 from sslib import superpixels as sp
 from sslib.data import build_dataset
 from sslib.data.voc import voc_palette
@@ -30,6 +30,8 @@ from sslib.io import write_json
 
 notebook.enter_project_root()
 params = config.load(params_path, overrides={"data": data, "superpixels": superpixels})
+params = notebook.route_outputs(params, "data_report")  # run by hand: writes under scratch/
+reports = paths.reports("data_report")
 dcfg, spcfg = params.data, params.superpixels
 splits = [dcfg.train_split, dcfg.val_split]
 datasets = {s: build_dataset(dcfg, s, superpixel_dir=spcfg.out_dir) for s in splits}
@@ -61,8 +63,8 @@ for (split, item), ax in zip(rows, axes):
     for a in ax:
         a.axis("off")
 plt.tight_layout()
-Path("reports/figures").mkdir(parents=True, exist_ok=True)
-fig.savefig("reports/figures/data_samples.png", dpi=80)
+(reports / "figures").mkdir(parents=True, exist_ok=True)
+fig.savefig(reports / "figures" / "data_samples.png", dpi=80)
 
 # %% [markdown]
 # ## Class frequencies (image-level labels derived from the masks)
@@ -105,5 +107,5 @@ if dcfg.dataset == "synthetic":
     print(json.dumps(stats["synthetic"], indent=1))
 
 # %%
-write_json("reports/data_stats.json", stats)
+write_json(reports / "data_stats.json", stats)
 stats

@@ -17,6 +17,7 @@ from sslib import config, notebook
 
 notebook.enter_project_root()
 params = config.load(params_path, overrides={"synthetic": synthetic})
+params = notebook.route_outputs(params, "synthesize")  # run by hand: writes under scratch/
 cfg = params.synthetic
 cfg
 

@@ -17,6 +17,7 @@ from sslib import config, notebook
 
 notebook.enter_project_root()
 params = config.load(params_path, overrides={"data": data, "superpixels": superpixels})
+params = notebook.route_outputs(params, "superpixels")  # run by hand: writes under scratch/
 cfg = params.superpixels
 cfg
 

@@ -20,6 +20,7 @@ from sslib import config, notebook
 
 notebook.enter_project_root()
 params = config.load(params_path, overrides={"train": train, "model": model})
+params = notebook.route_outputs(params, "train_cam")  # run by hand: writes under scratch/
 settings = config.variant_config(params, variant)
 print(f"variant {variant!r}, seed {seed}")
 settings

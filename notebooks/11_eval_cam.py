@@ -19,8 +19,9 @@ from sslib import config, eval_cam, notebook
 
 notebook.enter_project_root()
 params = config.load(params_path)
+params = notebook.route_outputs(params, "eval_cam")  # run by hand: writes under scratch/
 metrics = eval_cam.run(params, variant, seed, params_path)
-{k: metrics[k] for k in ("variant", "seed", "cam_time_s", "train_time_s")}
+{split: metrics[split]["best"]["miou"] for split in eval_cam.eval_splits(params)}
 
 # %% [markdown]
 # ## mIoU against the background threshold

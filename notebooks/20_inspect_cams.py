@@ -33,6 +33,7 @@ from sslib.viz import denormalize, heat_overlay, label_image
 
 notebook.enter_project_root()
 params = config.load(params_path)
+params = notebook.route_outputs(params, "inspect_cams")  # writes nothing but this notebook
 split = {"train": params.data.train_split, "val": params.data.val_split}.get(split, split)
 variants = list(variants) or list(params.train.variants)
 ds = build_dataset(params.data, split, transform=EvalTransform(), superpixel_dir=params.superpixels.out_dir)

@@ -29,11 +29,13 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from sslib import ablation, config, eval_cam, notebook
+from sslib import ablation, config, eval_cam, notebook, paths
 from sslib.io import write_text
 
 notebook.enter_project_root()
 params = config.load(params_path)
+params = notebook.route_outputs(params, "ablation")  # run by hand: writes under scratch/
+reports = paths.reports("ablation")
 variants, seeds = list(params.train.variants), list(params.train.seeds)
 splits = eval_cam.eval_splits(params)
 train_split, val_split = splits[0], splits[-1]
@@ -41,7 +43,7 @@ runs = ablation.runs_frame(variants, seeds, splits)
 if reference not in variants:
     print(f"reference {reference!r} is not among the variants; comparing with {variants[0]!r}")
     reference = variants[0]
-Path("reports/figures").mkdir(parents=True, exist_ok=True)
+(reports / "figures").mkdir(parents=True, exist_ok=True)
 print(f"{len(variants)} variants x {len(seeds)} seeds; splits {splits}")
 
 # %% [markdown]
@@ -61,7 +63,7 @@ contrast = pd.DataFrame([{"variant": v, "seed": s, **ablation.activation_contras
 means = contrast.groupby("variant")[["inside", "background"]].mean() * 100
 table["cam_inside"] = table["variant"].map(means["inside"])
 table["cam_background"] = table["variant"].map(means["background"])
-ablation.write_table("reports/ablation.csv", table)
+ablation.write_table(reports / "ablation.csv", table)
 table.round(2)
 
 # %%
@@ -83,7 +85,7 @@ shown = table.rename(columns={
     "miou_best_mean": "mIoU best", "miou_best_std": "± std", "best_threshold": "best thr",
     "miou_fixed_mean": f"mIoU @{params.evaluate.fixed_threshold:g}", "miou_fixed_std": "± std ",
     "precision": "precision", "recall": "recall", "over_activation": "over-act.",
-    "over_activation_std": "± std  ", "train_time_s": "train s", "seeds": "seeds",
+    "over_activation_std": "± std  ", "seeds": "seeds",
     "val_miou_best_mean": "val mIoU", "val_miou_best_std": "± std   ",
     "cam_inside": "CAM on object", "cam_background": "CAM on bg"})
 shown["best thr"] = shown["best thr"].map(lambda t: f"{t:.2f}")
@@ -112,7 +114,7 @@ md = [
     "A difference counts only if the two variants' ranges over the seeds do not overlap.\n",
     ablation.to_markdown(cmp[["split", "variant", "diff", "min", "max", "verdict"]]),
 ]
-write_text("reports/ablation.md", "\n".join(md))
+write_text(reports / "ablation.md", "\n".join(md))
 print("\n".join(md))
 
 # %% [markdown]
@@ -121,11 +123,11 @@ print("\n".join(md))
 # %%
 sweeps = ablation.sweep_frame(variants, seeds)
 for split in dict.fromkeys(splits):
-    ablation.write_table(f"reports/ablation/sweep_{split}.csv", ablation.mean_sweep(sweeps, split, variants))
+    ablation.write_table(reports / "ablation" / f"sweep_{split}.csv", ablation.mean_sweep(sweeps, split, variants))
 g = sns.relplot(data=sweeps.assign(miou=sweeps["miou"] * 100), x="threshold", y="miou", hue="variant",
                 hue_order=variants, col="split", kind="line", errorbar="sd", height=3.2, aspect=1.2)
 g.set_axis_labels("background threshold", "mIoU (%)")
-g.savefig("reports/figures/ablation_sweep.png", dpi=90)
+g.savefig(reports / "figures" / "ablation_sweep.png", dpi=90)
 
 # %% [markdown]
 # ## Per-class IoU at the best threshold (train split; bars: mean, ticks: ± 1 std)
@@ -137,7 +139,7 @@ sns.barplot(data=pc, x="class", y="iou", hue="variant", hue_order=variants, erro
 ax.set(ylabel="IoU (%)", xlabel="")
 ax.tick_params(axis="x", rotation=30)
 plt.tight_layout()
-fig.savefig("reports/figures/ablation_per_class.png", dpi=90)
+fig.savefig(reports / "figures" / "ablation_per_class.png", dpi=90)
 
 # %% [markdown]
 # ## The same val images across the variants
@@ -168,4 +170,4 @@ for row, i in zip(axes, idx):
         a.axis("off")
 axes[0][1].set_title("ground truth", fontsize=8)
 plt.tight_layout()
-fig.savefig("reports/figures/ablation_cams.png", dpi=90)
+fig.savefig(reports / "figures" / "ablation_cams.png", dpi=90)

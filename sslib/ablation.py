@@ -4,7 +4,7 @@ Reads what the ``eval_cam`` stage wrote, ``reports/eval_cam/<variant>/seed<seed>
 ``metrics.json`` and ``sweep.csv``, and turns it into
 
 * :func:`runs_frame`: one row per (variant, seed, split) with mIoU at the run's best
-  threshold and at the fixed threshold, precision, recall, over-activation, times;
+  threshold and at the fixed threshold, precision, recall, over-activation;
 * :func:`ablation_table`: one row per variant (mean and sample std over seeds), the
   rows of ``reports/ablation.csv`` / ``.md``;
 * :func:`compare`: each variant against a reference (``baseline``): the difference of
@@ -22,13 +22,16 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from . import paths
 from .io import DataError, write_text
 
 __all__ = ["runs_frame", "ablation_table", "compare", "sweep_frame", "mean_sweep", "per_class_frame",
-           "activation_contrast",
-           "write_table", "to_markdown", "REPORT_ROOT"]
+           "activation_contrast", "write_table", "to_markdown", "eval_root"]
 
-REPORT_ROOT = Path("reports") / "eval_cam"
+
+def eval_root() -> Path:
+    """``reports/eval_cam``: where the ``eval_cam`` stage wrote its per-run results."""
+    return paths.reports("eval_cam") / "eval_cam"
 
 
 def _metrics_path(root: Path, variant: str, seed: int) -> Path:
@@ -46,10 +49,11 @@ def _read_metrics(root: Path, variant: str, seed: int) -> dict:
 
 
 def runs_frame(variants: Sequence[str], seeds: Sequence[int], splits: Sequence[str],
-               root: str | Path = REPORT_ROOT) -> pd.DataFrame:
+               root: str | Path | None = None) -> pd.DataFrame:
     """One row per (variant, seed, split): ``miou_best``, ``best_threshold``,
     ``miou_fixed``, ``precision``, ``recall``, ``over_activation`` (at the best
-    threshold), ``train_time_s``, ``cam_time_s``."""
+    threshold). ``root`` defaults to :func:`eval_root`."""
+    root = root or eval_root()
     rows = []
     for v in variants:
         for s in seeds:
@@ -61,8 +65,7 @@ def runs_frame(variants: Sequence[str], seeds: Sequence[int], splits: Sequence[s
                 rows.append({"variant": v, "seed": s, "split": split, "miou_best": b["miou"],
                              "best_threshold": b["threshold"], "miou_fixed": f["miou"],
                              "precision": b["mean_precision"], "recall": b["mean_recall"],
-                             "over_activation": b["mean_over_activation"],
-                             "train_time_s": m.get("train_time_s"), "cam_time_s": m.get("cam_time_s")})
+                             "over_activation": b["mean_over_activation"]})
     return pd.DataFrame(rows)
 
 
@@ -71,7 +74,7 @@ def ablation_table(runs: pd.DataFrame, split: str, order: Sequence[str] | None =
 
     Columns: ``miou_best_mean/std`` (percent), ``best_threshold``, ``miou_fixed_mean/std``
     (percent), ``precision``, ``recall``, ``over_activation`` (means, percent),
-    ``train_time_s`` (mean), ``seeds``.
+    ``seeds``. No times: they are machine-dependent (``reports/timings/``).
     """
     r = runs[runs["split"] == split].copy()
     for k in ("miou_best", "miou_fixed", "precision", "recall", "over_activation"):
@@ -83,7 +86,7 @@ def ablation_table(runs: pd.DataFrame, split: str, order: Sequence[str] | None =
         "miou_fixed_mean": g["miou_fixed"].mean(), "miou_fixed_std": g["miou_fixed"].std(ddof=1),
         "precision": g["precision"].mean(), "recall": g["recall"].mean(),
         "over_activation": g["over_activation"].mean(), "over_activation_std": g["over_activation"].std(ddof=1),
-        "train_time_s": g["train_time_s"].mean(), "seeds": g["seed"].count(),
+        "seeds": g["seed"].count(),
     })
     if order is not None:
         out = out.reindex([v for v in order if v in out.index])
@@ -107,8 +110,9 @@ def compare(runs: pd.DataFrame, split: str, reference: str, metric: str = "miou_
     return pd.DataFrame(rows)
 
 
-def sweep_frame(variants: Sequence[str], seeds: Sequence[int], root: str | Path = REPORT_ROOT) -> pd.DataFrame:
+def sweep_frame(variants: Sequence[str], seeds: Sequence[int], root: str | Path | None = None) -> pd.DataFrame:
     """Long frame of every run's sweep: ``variant, seed, split, threshold, miou``."""
+    root = root or eval_root()
     frames = []
     for v in variants:
         for s in seeds:
@@ -134,8 +138,9 @@ def mean_sweep(sweeps: pd.DataFrame, split: str, order: Sequence[str] | None = N
 
 
 def per_class_frame(variants: Sequence[str], seeds: Sequence[int], split: str, which: str = "best",
-                    root: str | Path = REPORT_ROOT) -> pd.DataFrame:
+                    root: str | Path | None = None) -> pd.DataFrame:
     """Long frame ``variant, seed, class, iou`` (percent) at each run's ``best``/``fixed`` threshold."""
+    root = root or eval_root()
     rows = []
     for v in variants:
         for s in seeds:

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .io import DataError, atomic_path
+from .io import DataError, save_npz
 
 __all__ = [
     "strided_size", "multiscale_cams", "normalize_present", "save_cam", "load_cam",
@@ -117,9 +117,7 @@ def save_cam(path: str | Path, keys: Tensor | np.ndarray, cam: Tensor | np.ndarr
     arrays = {"keys": np.asarray(_np(keys), dtype=np.int16),
               "cam": np.asarray(_np(cam), dtype=np.float16),
               "high_res": np.asarray(_np(high_res), dtype=np.float16)}
-    with atomic_path(Path(path)) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
+    save_npz(path, **arrays)
 
 
 def _np(x: Tensor | np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["torchrun_command", "launch", "init", "DistInfo", "pick_device"]
+__all__ = ["torchrun_command", "launch", "launch_with_params", "init", "DistInfo", "pick_device"]
 
 
 def pick_device(local_rank: int = 0) -> torch.device:
@@ -34,7 +34,7 @@ def torchrun_command(target: str, args: Sequence[str] = (), nproc_per_node: int 
                      node_rank: int = 0, rdzv_endpoint: str | None = None) -> list[str]:
     """The ``torchrun`` command line (as an argv list) for ``target``.
 
-    ``target`` is a module name (``sslib.train``) or a path to a ``.py`` script.
+    ``target`` is a module name (``sslib.train_cam``) or a path to a ``.py`` script.
     With ``nnodes == 1`` a free local port is used (``--standalone``).
     """
     if nproc_per_node < 1 or nnodes < 1:
@@ -56,6 +56,25 @@ def launch(target: str, args: Sequence[str] = (), nproc_per_node: int = 1, **kw)
     cmd = torchrun_command(target, args, nproc_per_node, **kw)
     print("launching:", shlex.join(cmd), file=sys.stderr, flush=True)
     subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+
+
+def launch_with_params(target: str, params, args: Sequence[str] = (), nproc_per_node: int = 1, **kw) -> None:
+    """:func:`launch` with ``--params FILE``: the children read ``params`` (a
+    :class:`~sslib.config.Params`) exactly as the caller holds them, notebook overrides
+    included, from a temporary YAML file that is removed afterwards."""
+    import tempfile
+
+    import yaml
+
+    from .config import to_dict
+
+    fd, path = tempfile.mkstemp(prefix="ssc-params-", suffix=".yaml")
+    try:
+        with os.fdopen(fd, "w") as f:
+            yaml.safe_dump(to_dict(params), f, sort_keys=False)
+        launch(target, [*args, "--params", path], nproc_per_node, **kw)
+    finally:
+        os.unlink(path)
 
 
 @dataclass(frozen=True)

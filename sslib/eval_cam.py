@@ -8,7 +8,9 @@
 3. rank 0 sweeps the background threshold over each split (:mod:`sslib.evaluate`) and
    writes ``reports/eval_cam/<variant>/seed<seed>/metrics.json`` (DVC metrics: mIoU at
    the best and at the fixed threshold, precision, recall, over-activation, per class)
-   and ``sweep.csv`` (DVC plots: mIoU against threshold per split).
+   and ``sweep.csv`` (DVC plots: mIoU against threshold per split), only when every
+   split is done; the CAM time (machine-dependent) goes to
+   ``reports/timings/eval_cam/<variant>-seed<seed>.json`` instead.
 
 Shell::
 
@@ -26,9 +28,9 @@ from pathlib import Path
 
 import torch
 
-from . import distributed
+from . import distributed, paths
 from .config import ConfigError, Params, load, thresholds_from, variant_config
-from .io import DataError
+from .io import DataError, remove_stale_temps, write_json
 
 __all__ = ["run", "eval_cam", "eval_splits", "cam_dir", "eval_report_dir", "load_trained", "METRICS", "SWEEP"]
 
@@ -49,7 +51,7 @@ def eval_splits(params: Params) -> list[str]:
 
 def eval_report_dir(variant: str, seed: int) -> Path:
     """``reports/eval_cam/<variant>/seed<seed>``: metrics.json and sweep.csv."""
-    return Path("reports") / "eval_cam" / variant / f"seed{seed}"
+    return paths.reports("eval_cam") / "eval_cam" / variant / f"seed{seed}"
 
 
 def load_trained(params: Params, variant: str, seed: int, device: torch.device | str = "cpu"):
@@ -64,7 +66,7 @@ def load_trained(params: Params, variant: str, seed: int, device: torch.device |
     path = run_dir(params.train, variant, seed) / MODEL
     if not path.is_file():
         raise DataError(f"{path}: no trained model (run `dvc repro train_cam@{variant}-{seed}`)")
-    ck = torch.load(path, map_location="cpu", weights_only=False)
+    ck = torch.load(path, map_location="cpu", weights_only=True)
     v = variant_config(params, variant)
     classes = list(ck["classes"])
     # the stored weights replace the init: no backbone file is needed here
@@ -99,6 +101,12 @@ def eval_cam(params: Params, variant: str, seed: int, *, progress: bool = True) 
     net, _, classes = load_trained(params, variant, seed, dist.device)
     out = cam_dir(params, variant, seed)
     splits = eval_splits(params)
+    if dist.is_main:
+        remove_stale_temps(out, recursive=True)  # what a killed run left
+    if dist.world_size > 1:
+        import torch.distributed as tdist
+
+        tdist.barrier()  # no rank writes before the clean-up
     t0 = time.perf_counter()
     for split in splits:
         ds = build_dataset(params.data, split, transform=EvalTransform(), with_mask=False)
@@ -122,11 +130,9 @@ def eval_cam(params: Params, variant: str, seed: int, *, progress: bool = True) 
         summaries[split] = summarize_sweep(conf, ths, names, params.evaluate.fixed_threshold)
     rep = eval_report_dir(variant, seed)
     write_sweep_csv(rep / SWEEP, summaries)
-    train_metrics = json.loads((Path("reports") / "train_cam" / variant / f"seed{seed}" / "metrics.json")
-                               .read_text()) if (Path("reports") / "train_cam" / variant / f"seed{seed}" /
-                                                 "metrics.json").is_file() else {}
-    metrics = {"variant": variant, "seed": seed, "cam_time_s": round(cam_time, 2),
-               "train_time_s": train_metrics.get("train_time_s"),
+    write_json(paths.timings_path("eval_cam", f"{variant}-seed{seed}"),
+               {"cam_time_s": round(cam_time, 2), "splits": splits})
+    metrics = {"variant": variant, "seed": seed,
                **{split: {k: summaries[split][k] for k in ("best", "fixed")} for split in splits}}
     write_metrics(rep / METRICS, metrics)
     return metrics
@@ -136,8 +142,8 @@ def run(params: Params, variant: str, seed: int, params_path: str | Path = "para
         progress: bool = True) -> dict:
     """:func:`eval_cam` in this process, or under ``torchrun`` when ``train.devices > 1``."""
     if params.train.devices > 1:
-        distributed.launch("sslib.eval_cam", ["--variant", variant, "--seed", seed, "--params", params_path],
-                           nproc_per_node=params.train.devices)
+        distributed.launch_with_params("sslib.eval_cam", params, ["--variant", variant, "--seed", seed],
+                                       nproc_per_node=params.train.devices)
         return json.loads((eval_report_dir(variant, seed) / METRICS).read_text())
     return eval_cam(params, variant, seed, progress=progress)
 
@@ -149,13 +155,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
     try:
-        metrics = eval_cam(load(args.params), args.variant, args.seed,
+        metrics = eval_cam(load(paths.enter_root(args.params)), args.variant, args.seed,
                            progress=os.environ.get("RANK", "0") == "0")
     except (ConfigError, DataError) as e:
         print(f"eval_cam: error: {e}", file=sys.stderr)
         return 1
     if metrics:
-        print(json.dumps({k: metrics[k] for k in ("variant", "seed", "cam_time_s")}))
+        print(json.dumps({k: metrics[k] for k in ("variant", "seed")}))
     return 0
 
 

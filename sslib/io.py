@@ -3,6 +3,11 @@
 Every file the project writes goes through a temporary file in the same folder
 followed by ``os.replace``, so an interrupted stage never leaves a half-written
 file under its final name, and a file written earlier is never truncated.
+
+Temporary files are named ``.<name>.tmp-<random><suffix>`` (:data:`TEMP_GLOB`). A
+SIGKILL can leave one behind; ``.dvcignore`` hides that pattern from DVC (so it is
+never hashed or cached as part of an output folder) and every stage removes its
+folders' leftovers when it starts (:func:`remove_stale_temps`).
 """
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import io
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -18,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 __all__ = [
-    "DataError", "atomic_path", "write_bytes", "write_text", "write_json", "save_png",
+    "DataError", "atomic_path", "remove_stale_temps", "TEMP_GLOB", "write_bytes", "write_text", "write_json", "save_png",
     "save_jpeg", "save_npz", "read_rgb", "read_png_labels", "read_lines", "voc_palette",
 ]
 
@@ -45,6 +51,10 @@ def voc_palette() -> np.ndarray:
     return pal.astype(np.uint8)
 
 
+#: the names of atomic_path's temporary files (also in .dvcignore)
+TEMP_GLOB = ".*.tmp-*"
+
+
 class DataError(RuntimeError):
     """A data file is missing, unreadable, or inconsistent; the message names it."""
 
@@ -53,11 +63,12 @@ class DataError(RuntimeError):
 def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it replaces ``path``.
 
-    On an exception the temporary file is removed and ``path`` is untouched.
+    On an exception the temporary file is removed and ``path`` is untouched. A kill
+    (SIGKILL, power loss) can leave the temporary file: see :func:`remove_stale_temps`.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or path.suffix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-", suffix=suffix or path.suffix)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give them the usual mode
     tmp_path = Path(tmp)
@@ -67,6 +78,22 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temps(folder: str | Path, recursive: bool = False) -> list[Path]:
+    """Remove the temporary files an interrupted :func:`atomic_path` left in ``folder``.
+
+    Call it when a stage starts, before anything writes into ``folder`` (with several
+    processes: on one of them, before the others start writing). Returns what was removed.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = folder.rglob(TEMP_GLOB) if recursive else folder.glob(TEMP_GLOB)
+    removed = [p for p in found if p.is_file()]
+    for p in removed:
+        p.unlink(missing_ok=True)
+    return removed
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
@@ -112,9 +139,22 @@ def save_jpeg(path: str | Path, rgb: np.ndarray, quality: int = 95) -> None:
 
 
 def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
-    """Write a compressed .npz atomically (no pickled objects allowed on read)."""
+    """Write a compressed .npz atomically; the same arrays give the same bytes.
+
+    ``np.savez_compressed`` stamps every member with the current time, so a rerun that
+    computes identical arrays would still change the file (and DVC's lock). Here every
+    member has a fixed timestamp. ``np.load(path, allow_pickle=False)`` reads it.
+    """
     buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, arr in arrays.items():
+            arr = np.asarray(arr)
+            if arr.dtype == object:
+                raise ValueError(f"save_npz: {path}: array {name!r} holds Python objects")
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with zf.open(info, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, arr, allow_pickle=False)
     write_bytes(path, buf.getvalue())
 
 

@@ -13,6 +13,14 @@ in memory, executes it with papermill from the project root (the folder holding
 params.yaml), and writes the executed copy atomically to
 ``reports/notebooks/01_synthesize.ipynb``. A failed run leaves its partial copy at
 ``reports/notebooks/01_synthesize.failed.ipynb`` and no file under the final name.
+The executed copy keeps what the cells showed but not when they ran (papermill's
+timestamps and durations, progress bars and other stderr output are left out), so
+rerunning a stage that computes the same results writes the same notebook.
+
+``run`` sets ``SSC_PIPELINE=1`` for the kernel: the notebook then writes the pipeline's
+outputs. Run any other way (JupyterLab, papermill, nbconvert), a notebook's
+:func:`route_outputs` sends its stage's outputs under ``scratch/`` (see
+:mod:`sslib.paths`), so experimenting never overwrites what ``dvc repro`` made.
 
 ``python -m sslib.notebook sync`` rewrites every ``.ipynb`` from its ``.py``;
 ``python -m sslib.notebook check`` fails if any pair differs or an ``.ipynb``
@@ -21,15 +29,24 @@ carries outputs.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import os
 import sys
 from pathlib import Path
 
-import yaml
+from sslib import paths
+from sslib.config import Params, project_root, read_yaml
 
-from sslib.config import project_root
+__all__ = ["read_source", "run", "sync", "check", "enter_project_root", "route_outputs", "REPORT_DIR",
+           "STAGE_OUT_DIRS"]
 
-__all__ = ["read_source", "run", "sync", "check", "enter_project_root", "REPORT_DIR"]
+#: the params key (section, field) of the artifacts folder each notebook stage writes
+STAGE_OUT_DIRS = {"synthesize": ("synthetic", "out_dir"), "superpixels": ("superpixels", "out_dir"),
+                  "train_cam": ("train", "out_dir"), "eval_cam": ("cam", "out_dir")}
+#: the kernel's own log (e.g. "KeyboardInterrupt caught in kernel" when papermill shuts it
+#: down) is not the notebook's output: only critical kernel errors reach the console
+_KERNEL_ARGS = ["--IPKernelApp.log_level=CRITICAL"]
 
 REPORT_DIR = Path("reports") / "notebooks"
 
@@ -43,6 +60,30 @@ def enter_project_root() -> Path:
     root = project_root()
     os.chdir(root)
     return root
+
+
+def route_outputs(params: Params, stage: str) -> Params:
+    """``params`` for notebook stage ``stage``: unchanged under the pipeline, else redirected.
+
+    Run by ``dvc repro`` (``SSC_PIPELINE=1``), the stage writes its usual outputs. Run by
+    hand, its artifacts folder (:data:`STAGE_OUT_DIRS`) becomes ``scratch/<folder>`` and its
+    reports go under ``scratch/reports/``; everything it reads from other stages stays.
+    """
+    if paths.in_pipeline():
+        return params
+    paths.redirect_to_scratch(stage)
+    where = [str(paths.reports(stage))]
+    if stage in STAGE_OUT_DIRS:
+        section, key = STAGE_OUT_DIRS[stage]
+        old = Path(getattr(getattr(params, section), key))
+        new = str(paths.SCRATCH / (old.relative_to(old.anchor) if old.is_absolute() else old))
+        params = dataclasses.replace(params, **{section: dataclasses.replace(getattr(params, section), **{key: new})})
+        if stage == "synthesize" and Path(params.data.root) == old:  # the synthetic set is the data set
+            params = dataclasses.replace(params, data=dataclasses.replace(params.data, root=new))
+        where.insert(0, new)
+    print(f"{stage}: not run by the pipeline, so its outputs go to {' and '.join(where)} "
+          f"(the pipeline's are left alone; `dvc repro {stage}` writes those)", file=sys.stderr)
+    return params
 
 
 def read_source(path: str | Path):
@@ -80,19 +121,60 @@ def run(source: str | Path, output: str | Path | None = None, parameters: dict |
     tmp = output.with_name(f".{output.stem}.running.ipynb")
     nb = read_source(source)
     try:
-        executed = papermill.execute_notebook(
-            nb, str(tmp), parameters=parameters or {}, cwd=str(root), kernel_name="python3",
-            progress_bar=False, log_output=log_output, stdout_file=None, stderr_file=None,
-        )
+        with _pipeline_env():
+            executed = papermill.execute_notebook(
+                nb, str(tmp), parameters=parameters or {}, cwd=str(root), kernel_name="python3",
+                progress_bar=False, log_output=log_output, stdout_file=None, stderr_file=None,
+                extra_arguments=_KERNEL_ARGS,
+            )
     except BaseException:
         if tmp.exists():
             os.replace(tmp, failed)
         raise
     # papermill wrote tmp as it went; write the final copy once more and move it in place
-    nbformat.write(executed, str(tmp))
+    nbformat.write(_without_run_details(executed, source.relative_to(root).as_posix()), str(tmp))
     os.replace(tmp, output)
     failed.unlink(missing_ok=True)
     return output
+
+
+@contextlib.contextmanager
+def _pipeline_env():
+    """``SSC_PIPELINE=1`` while the kernel runs (it inherits this process's environment)."""
+    before = os.environ.get(paths.PIPELINE_ENV)
+    os.environ[paths.PIPELINE_ENV] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(paths.PIPELINE_ENV, None)
+        else:
+            os.environ[paths.PIPELINE_ENV] = before
+
+
+_WIDGET = "application/vnd.jupyter.widget-view+json"
+
+
+def _without_run_details(nb, source: str):
+    """The executed notebook without what differs from run to run: random cell ids,
+    timestamps and durations (papermill's and the kernel's), stderr (progress bars, rates)
+    and widget views. papermill's ``input_path`` (the whole input notebook, as it was handed
+    over in memory) becomes the source's path."""
+    nb.metadata.pop("widgets", None)  # the saved widget states (progress bars)
+    pm = nb.metadata.get("papermill", {})
+    pm["input_path"] = source
+    for k in ("start_time", "end_time", "duration"):
+        pm.pop(k, None)
+    for i, cell in enumerate(nb.cells):
+        cell["id"] = f"cell-{i:02d}"
+        cell.metadata.pop("execution", None)
+        for k in ("start_time", "end_time", "duration"):
+            cell.metadata.get("papermill", {}).pop(k, None)
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs
+                            if not (o.get("output_type") == "stream" and o.get("name") == "stderr")
+                            and _WIDGET not in o.get("data", {})]
+    return nb
 
 
 def _stripped_ipynb(source: Path):
@@ -162,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("folder", nargs="?", default="notebooks")
     args = ap.parse_args(argv)
     if args.cmd == "run":
-        params = yaml.safe_load(args.yaml) if args.yaml else {}
+        params = read_yaml(args.yaml) if args.yaml else {}  # YAML 1.2 floats: 1e-3 is a number
         if not isinstance(params, dict):
             ap.error("--yaml must be a mapping")
         out = run(args.source, args.output, params)

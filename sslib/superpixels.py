@@ -1,48 +1,64 @@
 """Superpixels: computation (scikit-image SLIC / Felzenszwalb), lossless storage, precomputation.
 
 One superpixel map per image, stored as a 16-bit greyscale PNG ``<out_dir>/<name>.png``
-holding ids ``0..K-1`` (lossless, small, readable by any image tool).
+holding ids ``0..K-1`` (lossless, small, readable by any image tool). Maps written by
+:func:`precompute` carry two PNG text chunks: ``ssc-superpixels`` (:func:`params_tag`: md5
+of the format version, method, parameters and scikit-image version) and ``ssc-source``
+(md5 of the input image file's bytes).
 
-:func:`precompute` fills a folder in parallel and is resumable::
+:func:`precompute` fills a folder in parallel, resumably, and never damages a finished one::
 
-    <out_dir>/.params.json   method, its parameters, scikit-image version (written first)
-    <out_dir>/<name>.png     (H, W) uint16 superpixel ids, one per image
-    <out_dir>/meta.json      parameters + statistics (written last: its presence marks a
-                             complete run)
+    <out_dir>/<name>.png       (H, W) uint16 superpixel ids, one per image
+    <out_dir>/.params.json     method, its parameters, scikit-image version
+    <out_dir>/meta.json        parameters + statistics (written last: its presence marks a
+                               complete, consistent run)
+    <out_dir>.partial/         staging (:func:`staging_dir`), a sibling of out_dir: new maps
+                               are computed here and moved into out_dir only once every
+                               image has succeeded; removed at the end of a successful run
 
-If a run is interrupted (no ``meta.json``) and is started again with the same method and
-parameters, images whose PNG already exists and loads with the right shape are not
-recomputed. With different parameters, or after a complete run (``meta.json`` present:
-something upstream may have changed), everything is recomputed.
+A map (in out_dir or in staging) is reused only if both its tags are current and its
+shape equals the image header's, so an unchanged folder costs one header read and one
+hash per image, a run stopped by a corrupt image or Ctrl-C leaves out_dir byte-identical
+and resumes from staging, and maps made with other parameters or from other image bytes
+are never reused.
 
 Shapes: images are (H, W, 3) uint8 RGB; superpixel maps are (H, W) int64.
 """
 from __future__ import annotations
 
 import functools
+import hashlib
+import io
 import json
 import math
 import multiprocessing as mp
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from .config import SuperpixelConfig, to_dict
-from .io import DataError, read_png_labels, read_rgb, save_png, write_json
+from .io import DataError, read_png_labels, read_rgb, remove_stale_temps, save_png, write_bytes, write_json
 
 __all__ = [
-    "compute", "save", "load", "path_for", "precompute", "boundaries", "mean_fill",
-    "MAX_ID", "META_NAME", "PARAMS_NAME",
+    "compute", "save", "load", "read_tags", "path_for", "staging_dir", "params_tag", "precompute",
+    "boundaries", "mean_fill", "MAX_ID", "META_NAME", "PARAMS_NAME", "TAG_KEY", "SOURCE_KEY",
 ]
 
 #: the largest id a 16-bit PNG can hold (so at most 65536 superpixels per image)
 MAX_ID = 65535
 META_NAME = "meta.json"
 PARAMS_NAME = ".params.json"
-#: bump when the stored format or the computation changes, so old folders are recomputed
-_FORMAT_VERSION = 1
+#: PNG text chunk holding :func:`params_tag` (which parameters made the map)
+TAG_KEY = "ssc-superpixels"
+#: PNG text chunk holding the md5 of the input image file (which image bytes made the map)
+SOURCE_KEY = "ssc-source"
+#: suffix of the staging folder, a sibling of out_dir (see :func:`staging_dir`)
+STAGING_SUFFIX = ".partial"
+#: bump when the stored format or the computation changes, so old maps are recomputed
+_FORMAT_VERSION = 2
 
 
 # --------------------------------------------------------------------------- computation
@@ -92,8 +108,21 @@ def path_for(out_dir: str | Path, name: str) -> Path:
     return Path(out_dir) / f"{name}.png"
 
 
-def save(path: str | Path, ids: np.ndarray) -> None:
+def staging_dir(out_dir: str | Path) -> Path:
+    """``<out_dir>.partial``: the staging folder of :func:`precompute`, a *sibling* of
+    ``out_dir`` (never inside it: ``out_dir`` is a tracked output), e.g.
+    ``artifacts/superpixels`` -> ``artifacts/superpixels.partial``."""
+    out_dir = Path(out_dir)
+    if out_dir.name in ("", ".", ".."):  # "." or "a/..": name the folder itself
+        out_dir = out_dir.resolve()
+    return out_dir.with_name(out_dir.name + STAGING_SUFFIX)
+
+
+def save(path: str | Path, ids: np.ndarray, tag: str | None = None, source: str | None = None) -> None:
     """Write an (H, W) map of non-negative integer ids as a lossless 16-bit PNG (atomically).
+
+    ``tag`` / ``source`` (optional) are stored as PNG text chunks :data:`TAG_KEY` /
+    :data:`SOURCE_KEY` (see :func:`read_tags`); without them the file is a plain PNG.
 
     Raises ValueError if ``ids`` is not 2-D integer, has negative ids, or an id above
     :data:`MAX_ID` (more than 65536 superpixels cannot be stored in 16 bits).
@@ -108,11 +137,23 @@ def save(path: str | Path, ids: np.ndarray) -> None:
         if hi > MAX_ID:
             raise ValueError(f"{path}: {hi + 1} superpixels (max id {hi}) do not fit a 16-bit PNG "
                              f"(max id {MAX_ID}); use fewer superpixels")
-    save_png(path, ids.astype(np.uint16))
+    if tag is None and source is None:
+        save_png(path, ids.astype(np.uint16))
+        return
+    from PIL import Image, PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    for key, value in ((TAG_KEY, tag), (SOURCE_KEY, source)):
+        if value is not None:
+            info.add_text(key, str(value))  # tEXt, written before IDAT: readable from the header
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(ids, dtype=np.uint16)).save(
+        buf, format="PNG", optimize=False, pnginfo=info)
+    write_bytes(path, buf.getvalue())
 
 
 def load(path: str | Path, expected_shape: tuple[int, int] | None = None) -> np.ndarray:
-    """Read a superpixel PNG as an (H, W) int64 id map.
+    """Read a superpixel PNG (tagged or not) as an (H, W) int64 id map.
 
     Raises :class:`sslib.io.DataError` naming the file if it is missing, corrupt, not a
     2-D greyscale image, or (with ``expected_shape`` = (H, W)) has another shape.
@@ -123,6 +164,22 @@ def load(path: str | Path, expected_shape: tuple[int, int] | None = None) -> np.
         raise DataError(f"{path}: superpixel map has shape {tuple(arr.shape)}, "
                         f"expected {tuple(expected_shape)}")
     return arr.astype(np.int64)
+
+
+def read_tags(path: str | Path) -> tuple[str | None, str | None, tuple[int, int]]:
+    """``(tag, source, (H, W))`` of a superpixel PNG from its header (pixels not decoded);
+    ``None`` for a missing text chunk. DataError naming the file if it cannot be opened."""
+    from PIL import Image
+
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            info = dict(im.info)
+    except Exception as e:
+        raise DataError(f"{path}: cannot read superpixel map ({type(e).__name__}: {e})") from None
+    tag, source = info.get(TAG_KEY), info.get(SOURCE_KEY)
+    return (tag if isinstance(tag, str) else None, source if isinstance(source, str) else None, (h, w))
 
 
 # --------------------------------------------------------------------------- figures / checks
@@ -194,44 +251,102 @@ def _image_shape(path: Path) -> tuple[int, int]:
     return h, w
 
 
-def _work(task: tuple[str, str, str, bool], cfg: SuperpixelConfig) -> tuple[str, int, int, bool]:
-    """Worker: (name, image_path, out_path, may_reuse) -> (name, K, H*W, reused)."""
-    name, image_path, out_path, may_reuse = task
-    image_path, out_path = Path(image_path), Path(out_path)
-    if may_reuse and out_path.is_file():
+def _want(cfg: SuperpixelConfig) -> dict[str, Any]:
+    """What decides a map's content besides the image: written to ``.params.json`` / ``meta.json``."""
+    import skimage
+
+    return {"format": _FORMAT_VERSION, "method": cfg.method, "params": _method_params(cfg),
+            "skimage_version": skimage.__version__}
+
+
+def _tag_of(want: dict[str, Any]) -> str:
+    return hashlib.md5(json.dumps(want, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def params_tag(cfg: SuperpixelConfig) -> str:
+    """md5 hex of the canonical JSON (sorted keys) of format version, method, the method's
+    parameters and the scikit-image version: the :data:`TAG_KEY` chunk of current maps."""
+    return _tag_of(_want(cfg))
+
+
+def _source_digest(path: Path) -> str | None:
+    """md5 hex of an image file's bytes; None if it cannot be read (read_rgb then names it)."""
+    try:
+        return hashlib.md5(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _reusable(path: Path, tag: str, source: str, shape: tuple[int, int]) -> np.ndarray | None:
+    """The (H, W) int64 map at ``path`` if it is current (both tags match, shape == image's
+    (H, W), pixels decode, non-empty); None for anything else (missing, stale, broken)."""
+    if not path.is_file():
+        return None
+    try:
+        if read_tags(path) != (tag, source, tuple(shape)):
+            return None
+        ids = load(path, expected_shape=shape)  # full decode: a damaged file is not reused
+    except DataError:
+        return None
+    return ids if ids.size else None
+
+
+def _work(task: tuple[str, str, str, str], cfg: SuperpixelConfig, tag: str) -> tuple[str, int, int, str]:
+    """Worker: (name, image_path, out_path, staged_path) -> (name, K, H*W, where).
+
+    ``where``: ``"out"`` (the current map in out_dir is kept), ``"staged"`` (a current map
+    left in staging by an earlier run is reused) or ``"computed"`` (written to staging).
+    """
+    name, image_path, out_path, staged_path = task
+    image_path, out_path, staged_path = Path(image_path), Path(out_path), Path(staged_path)
+    source = _source_digest(image_path)
+    if source is not None and (out_path.is_file() or staged_path.is_file()):
         try:
-            ids = load(out_path, expected_shape=_image_shape(image_path))
+            shape = _image_shape(image_path)
         except DataError:
-            ids = None  # a broken or stale leftover: recompute (a broken input fails below)
-        if ids is not None and ids.size:
-            return name, int(ids.max()) + 1, int(ids.size), True
+            shape = None  # a broken input fails in read_rgb below, with its name
+        for where, candidate in (("out", out_path), ("staged", staged_path)):
+            ids = None if shape is None else _reusable(candidate, tag, source, shape)
+            if ids is not None:
+                return name, int(ids.max()) + 1, int(ids.size), where
     image = read_rgb(image_path)  # DataError naming the input file
     try:
         ids = compute(image, cfg)
-        save(out_path, ids)
+        save(staged_path, ids, tag=tag, source=source)
     except DataError:
         raise
     except Exception as e:  # keep the file name; the pool keeps the remote traceback as __cause__
         raise RuntimeError(f"{image_path}: superpixel computation failed ({type(e).__name__}: {e})") from e
-    return name, int(ids.max()) + 1, int(ids.size), False
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+    return name, int(ids.max()) + 1, int(ids.size), "computed"
 
 
 def precompute(items: Sequence[tuple[str, str | Path]], out_dir: str | Path, cfg: SuperpixelConfig,
                workers: int = 0, progress: bool = True) -> dict[str, Any]:
     """Compute and store the superpixels of many images, in parallel and resumably.
 
+    Folder contract (``S`` = :func:`staging_dir` ``(out_dir)`` = ``<out_dir>.partial``)::
+
+        1. for each item, reuse the first *current* map of ``<out_dir>/<name>.png`` and
+           ``S/<name>.png``: PNG chunk ssc-superpixels == params_tag(cfg), ssc-source ==
+           md5 of the image file, (H, W) == the image header's (H, W); else compute the
+           (H, W) map and write it (atomically, tagged) to ``S/<name>.png`` (workers too)
+        2. only when every item succeeded: remove meta.json, os.replace each staged map
+           into out_dir, remove ``*.png`` directly in out_dir whose name is not listed
+           (only if out_dir is ours: it has ``.params.json`` or ``meta.json``), write
+           ``.params.json``, then ``meta.json`` (last), then remove ``S``
+
+    So a failure in step 1 (a corrupt image: DataError, Ctrl-C, any exception) leaves
+    out_dir untouched (every map byte-identical, the old meta.json in place) and keeps in
+    ``S`` what was computed; a rerun with the same parameters reuses it (``n_reused``) and
+    ends with exactly the files a from-scratch run writes. Maps made with other parameters,
+    another scikit-image or format version, from other image bytes, untagged (older
+    versions), of another shape, or unreadable are never reused.
+
     Args:
         items: (name, image_path) pairs; the map of ``name`` goes to ``<out_dir>/<name>.png``.
-        out_dir: output folder (created). It belongs to this function: after a parameter
-            change every ``*.png`` directly in it is removed if it carries this function's
-            marker files (``.params.json`` or ``meta.json``).
+        out_dir: output folder (created). It belongs to this function once it holds the
+            marker files (``.params.json`` / ``meta.json``): unlisted ``*.png`` in it are
+            then removed at the end of a successful run.
         cfg: method and parameters (``cfg.out_dir`` and ``cfg.workers`` are not used here).
         workers: processes; 0 = ``os.cpu_count()``; 1 = in this process, no pool. Workers
             are started with the ``spawn`` method (safe when torch / threads live in the
@@ -240,16 +355,15 @@ def precompute(items: Sequence[tuple[str, str | Path]], out_dir: str | Path, cfg
         progress: show a tqdm progress bar.
 
     Returns:
-        The contents of ``meta.json`` (method, params, skimage_version, count,
+        The contents of ``meta.json`` (format, method, params, skimage_version, count,
         n_superpixels_mean/min/max, mean_superpixel_area = total pixels / total
         superpixels), plus two keys about this run only, not written to meta.json:
-        ``n_computed`` and ``n_reused``.
+        ``n_computed`` and ``n_reused`` (current maps found in out_dir or staging).
 
     Raises:
         DataError: an input image is missing or corrupt (message names the file).
         ValueError: duplicate or invalid names.
     """
-    import skimage
     from tqdm.auto import tqdm
 
     out_dir = Path(out_dir)
@@ -263,28 +377,23 @@ def precompute(items: Sequence[tuple[str, str | Path]], out_dir: str | Path, cfg
         dup = sorted(n for n, k in Counter(names).items() if k > 1)[:5]
         raise ValueError(f"precompute: duplicate image names, e.g. {dup}")
 
-    want = {"format": _FORMAT_VERSION, "method": cfg.method, "params": _method_params(cfg),
-            "skimage_version": skimage.__version__}
-    out_dir.mkdir(parents=True, exist_ok=True)
+    want = _want(cfg)
+    tag = _tag_of(want)
     meta_path, params_path = out_dir / META_NAME, out_dir / PARAMS_NAME
-    had_meta = meta_path.exists()
-    resume = not had_meta and _read_json(params_path) == want
-    ours = had_meta or params_path.exists()
-    meta_path.unlink(missing_ok=True)  # from here on the folder is "incomplete"
-    if not resume:
-        # nothing in here may be reused under the new .params.json: clear old maps first
-        stale = out_dir.glob("*.png") if ours else (path_for(out_dir, n) for n in names)
-        for p in list(stale):
-            p.unlink(missing_ok=True)
-    write_json(params_path, want)
+    ours = meta_path.exists() or params_path.exists()
+    staging = staging_dir(out_dir)
+    staging.mkdir(parents=True, exist_ok=True)
+    for folder in (out_dir, staging):  # what a killed run left
+        remove_stale_temps(folder)
 
-    tasks = [(n, str(p), str(path_for(out_dir, n)), resume) for n, p in items]
+    # ---- step 1: nothing below writes into out_dir
+    tasks = [(n, str(p), str(path_for(out_dir, n)), str(path_for(staging, n))) for n, p in items]
     n_workers = (os.cpu_count() or 1) if workers == 0 else int(workers)
     if n_workers < 1:
         raise ValueError(f"precompute: workers must be >= 0, got {workers}")
     n_workers = min(n_workers, max(1, len(tasks)))
-    fn = functools.partial(_work, cfg=cfg)
-    results: list[tuple[str, int, int, bool]] = []
+    fn = functools.partial(_work, cfg=cfg, tag=tag)
+    results: list[tuple[str, int, int, str]] = []
     with tqdm(total=len(tasks), desc=f"superpixels ({cfg.method})", unit="img",
               disable=not progress) as bar:
         if n_workers == 1:
@@ -308,6 +417,20 @@ def precompute(items: Sequence[tuple[str, str | Path]], out_dir: str | Path, cfg
     else:
         meta.update(n_superpixels_mean=None, n_superpixels_min=None, n_superpixels_max=None,
                     mean_superpixel_area=None)
+
+    # ---- step 2: every map is current (in out_dir or staging): move them into place
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta_path.unlink(missing_ok=True)  # a crash while moving leaves no meta.json: incomplete
+    for name, _, _, where in results:
+        if where != "out":
+            os.replace(path_for(staging, name), path_for(out_dir, name))
+    if ours:
+        listed = set(names)
+        for p in list(out_dir.glob("*.png")):
+            if p.is_file() and p.name[: -len(".png")] not in listed:
+                p.unlink(missing_ok=True)
+    write_json(params_path, want)
     write_json(meta_path, meta)  # last: marks the folder complete
-    n_reused = sum(r[3] for r in results)
+    shutil.rmtree(staging, ignore_errors=True)
+    n_reused = sum(r[3] != "computed" for r in results)
     return dict(meta, n_computed=len(results) - n_reused, n_reused=n_reused)

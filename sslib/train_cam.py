@@ -10,8 +10,14 @@ One run, top to bottom:
 3. optimisers: SGD with a poly schedule (classifier at ``classifier_lr_mult`` x lr),
    Adam with the same schedule for the decoder;
 4. loss = cls + beta_rec * rec + beta_align * align (alignment after the warm-up epochs);
-5. per epoch: an atomic checkpoint (``checkpoint.pt``) and one row of ``losses.csv``
-   (DVC plots); at the end ``model.pt`` and ``metrics.json``.
+5. per epoch: an atomic checkpoint (``checkpoint.pt``, holding the loss history); at the
+   end ``model.pt``, then the reports ``losses.csv`` (DVC plots) and ``metrics.json``.
+
+The reports are written only when the run has finished, so an interrupted or failed run
+never replaces the last good ones. Wall-clock times (machine-dependent) go to
+``reports/timings/train_cam/<variant>-seed<seed>.json``, not into the reports that must
+reproduce. A new run removes the previous ``model.pt`` when it starts, so a later
+``eval_cam`` cannot pick up an old model beside a new, unfinished checkpoint.
 
 An interrupted run started again with the same settings resumes from its last
 checkpoint and ends with the same weights as an uninterrupted run (CPU, same seed).
@@ -46,9 +52,9 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from . import distributed
+from . import distributed, paths
 from .config import ConfigError, Params, TrainConfig, VariantConfig, load, to_dict, variant_config
-from .io import DataError, atomic_path, write_json, write_text
+from .io import DataError, atomic_path, remove_stale_temps, write_json, write_text
 
 __all__ = ["run", "train_cam", "run_dir", "report_dir", "NonFiniteLossError", "poly_lr", "LOG_EVERY"]
 
@@ -58,7 +64,7 @@ CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
 LOSSES = "losses.csv"
 METRICS = "metrics.json"
-_FIELDS = ["epoch", "step", "lr", "loss", "cls", "rec", "align", "images_per_s"]
+_FIELDS = ["epoch", "step", "lr", "loss", "cls", "rec", "align"]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -72,7 +78,12 @@ def run_dir(train_cfg: TrainConfig, variant: str, seed: int) -> Path:
 
 def report_dir(variant: str, seed: int) -> Path:
     """``reports/train_cam/<variant>/seed<seed>``: losses.csv (DVC plots) and metrics.json."""
-    return Path("reports") / "train_cam" / variant / f"seed{seed}"
+    return paths.reports("train_cam") / "train_cam" / variant / f"seed{seed}"
+
+
+def timings_path(variant: str, seed: int) -> Path:
+    """Wall-clock seconds of one run: ``{"epoch_s": [...], "train_time_s", "images_per_s"}``."""
+    return paths.timings_path("train_cam", f"{variant}-seed{seed}")
 
 
 def poly_lr(base: float, step: int, max_step: int, power: float) -> float:
@@ -180,19 +191,20 @@ def _unwrap(m: nn.Module | None) -> nn.Module | None:
     return m.module if isinstance(m, nn.parallel.DistributedDataParallel) else m
 
 
-def _state(parts: _Parts, epoch: int, step: int, fingerprint: dict, history: list[dict],
-           train_time: float) -> dict:
+def _state(parts: _Parts, epoch: int, step: int, fingerprint: dict, history: list[dict]) -> dict:
+    """The checkpoint: tensors and plain values only (read with ``weights_only=True``), and no
+    wall-clock time, so the same run writes the same bytes."""
     return {"epoch": epoch, "step": step, "fingerprint": fingerprint, "history": history,
-            "train_time_s": train_time,
             "net": _unwrap(parts.net).state_dict(), "opt": parts.opt.state_dict(),
             "decoder": _unwrap(parts.decoder).state_dict() if parts.decoder is not None else None,
             "dec_opt": parts.dec_opt.state_dict() if parts.dec_opt is not None else None}
 
 
 def _save(obj: Any, path: Path) -> None:
-    """torch.save, atomically."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """torch.save, atomically. Through a file object: given a path, torch names the archive
+    inside after the (random) temporary file, and the same weights would give other bytes."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 def _load_checkpoint(path: Path, fingerprint: dict, epochs: int) -> dict | None:
@@ -204,7 +216,7 @@ def _load_checkpoint(path: Path, fingerprint: dict, epochs: int) -> dict | None:
     if not path.is_file():
         return None
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
+        ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a checkpoint is written atomically; unreadable means foreign
         print(f"train_cam: ignoring unreadable checkpoint {path} ({type(e).__name__}: {e})", file=sys.stderr)
         return None
@@ -247,6 +259,9 @@ def train_cam(params: Params, variant: str, seed: int, *, progress: bool = True,
     device = dist.device
     out, rep = run_dir(t, variant, seed), report_dir(variant, seed)
     fingerprint = _fingerprint(params, variant, seed, v)
+    if dist.is_main:  # before the other ranks can write: what a killed run left, and the old model
+        remove_stale_temps(out)
+        (out / MODEL).unlink(missing_ok=True)
 
     classes = dataset_classes(params.data)
     dataset = build_dataset(params.data, params.data.train_split,
@@ -266,14 +281,15 @@ def train_cam(params: Params, variant: str, seed: int, *, progress: bool = True,
     torch.manual_seed(seed)
     parts = _build(params, v, len(classes), device)
     ck = _load_checkpoint(out / CHECKPOINT, fingerprint, t.epochs)
-    start_epoch, history, train_time = 0, [], 0.0
+    start_epoch, history, epoch_s = 0, [], []
     if ck is not None:
         parts.net.load_state_dict(ck["net"])
         parts.opt.load_state_dict(ck["opt"])
         if parts.decoder is not None:
             parts.decoder.load_state_dict(ck["decoder"])
             parts.dec_opt.load_state_dict(ck["dec_opt"])
-        start_epoch, history, train_time = ck["epoch"], ck["history"], ck["train_time_s"]
+        start_epoch, history = ck["epoch"], ck["history"]
+        epoch_s = _read_epoch_times(timings_path(variant, seed), start_epoch)
         if dist.is_main:
             print(f"train_cam: resuming {variant} seed {seed} after epoch {start_epoch}", file=sys.stderr)
     if dist.world_size > 1:
@@ -333,8 +349,7 @@ def train_cam(params: Params, variant: str, seed: int, *, progress: bool = True,
                     raise NonFiniteLossError(_nonfinite_message(variant, seed, epoch, mean, out / CHECKPOINT))
                 bar.set_postfix(loss=f"{mean[0]:.3f}", cls=f"{mean[1]:.3f}", rec=f"{mean[2]:.3f}",
                                 align=f"{mean[3]:.4f}", ips=f"{seen / (time.perf_counter() - t0):.1f}")
-        elapsed = time.perf_counter() - t0
-        train_time += elapsed
+        epoch_s.append(time.perf_counter() - t0)
         if dist.world_size > 1:
             import torch.distributed as tdist
 
@@ -344,18 +359,15 @@ def train_cam(params: Params, variant: str, seed: int, *, progress: bool = True,
         if t.stop_on_nonfinite and not all(math.isfinite(x) for x in mean):
             raise NonFiniteLossError(_nonfinite_message(variant, seed, epoch, mean, out / CHECKPOINT))
         history.append(dict(zip(_FIELDS, [epoch + 1, (epoch + 1) * steps, parts.opt.param_groups[0]["lr"],
-                                           *mean, seen / elapsed])))
+                                           *mean])))
         if dist.is_main:
-            _save(_state(parts, epoch + 1, (epoch + 1) * steps, fingerprint, history, train_time),
-                  out / CHECKPOINT)
-            _write_losses(rep / LOSSES, history)
+            _save(_state(parts, epoch + 1, (epoch + 1) * steps, fingerprint, history), out / CHECKPOINT)
+            _write_timings(timings_path(variant, seed), epoch_s, steps * t.batch_size)
     bar.close()
     if end_epoch < t.epochs:
         return {"stopped_at_epoch": end_epoch}
 
     metrics = {"variant": variant, "seed": seed, "epochs": t.epochs, "steps": max_step,
-               "train_time_s": round(train_time, 2),
-               "images_per_s": round(max_step * t.batch_size / max(train_time, 1e-9), 2),
                "final": {k: history[-1][k] for k in ("loss", "cls", "rec", "align")},
                "device": str(device), "world_size": dist.world_size}
     if dist.is_main:
@@ -363,6 +375,7 @@ def train_cam(params: Params, variant: str, seed: int, *, progress: bool = True,
                "decoder": _unwrap(parts.decoder).state_dict() if parts.decoder is not None else None,
                "classes": list(classes), "variant": variant, "seed": seed, "settings": to_dict(v),
                "model": to_dict(params.model)}, out / MODEL)
+        _write_losses(rep / LOSSES, history)  # the reports last: only a finished run replaces them
         write_json(rep / METRICS, metrics)
     if dist.world_size > 1:
         import torch.distributed as tdist
@@ -389,6 +402,21 @@ def _nonfinite_message(variant: str, seed: int, epoch: int, mean: list[float], c
             f"Lower train.lr (or the loss weights) or check the data.")
 
 
+def _read_epoch_times(path: Path, epochs: int) -> list[float]:
+    """The first ``epochs`` epoch times of an interrupted run's timings file ([] if unreadable)."""
+    try:
+        times = json.loads(path.read_text())["epoch_s"][:epochs]
+        return [float(x) for x in times] if len(times) == epochs else []
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def _write_timings(path: Path, epoch_s: list[float], images_per_epoch: int) -> None:
+    total = sum(epoch_s)
+    write_json(path, {"epoch_s": [round(x, 3) for x in epoch_s], "train_time_s": round(total, 2),
+                      "images_per_s": round(images_per_epoch * len(epoch_s) / max(total, 1e-9), 2)})
+
+
 def _write_losses(path: Path, history: list[dict]) -> None:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=_FIELDS, lineterminator="\n")
@@ -404,13 +432,13 @@ def run(params: Params, variant: str, seed: int, params_path: str | Path = "para
     """Train in this process, or with ``torchrun`` when ``train.devices > 1``.
 
     A notebook kernel is a single process, so several devices need torchrun: this
-    launches ``python -m torch.distributed.run -m sslib.train_cam ...`` and waits.
-    (The launched processes read ``params_path``; overrides made only in the notebook
-    are not passed on.)
+    launches ``python -m torch.distributed.run -m sslib.train_cam ...`` and waits. The
+    children get ``params`` as they are here (notebook overrides included) through a
+    temporary params file; ``params_path`` is kept for the signature's sake.
     """
     if params.train.devices > 1:
-        distributed.launch("sslib.train_cam", ["--variant", variant, "--seed", seed, "--params", params_path],
-                           nproc_per_node=params.train.devices)
+        distributed.launch_with_params("sslib.train_cam", params, ["--variant", variant, "--seed", seed],
+                                       nproc_per_node=params.train.devices)
         return json.loads((report_dir(variant, seed) / METRICS).read_text())
     return train_cam(params, variant, seed, progress=progress)
 
@@ -422,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
     try:
-        params = load(args.params)
+        params = load(paths.enter_root(args.params))
         metrics = train_cam(params, args.variant, args.seed, progress=os.environ.get("RANK", "0") == "0")
     except (ConfigError, DataError, NonFiniteLossError) as e:
         print(f"train_cam: error: {e}", file=sys.stderr)

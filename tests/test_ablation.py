@@ -21,7 +21,7 @@ def _write(root, v, s, miou):
     res = {"threshold": 0.3, "miou": miou, "mean_precision": 0.5, "mean_recall": 0.6 + s / 100,
            "mean_over_activation": 0.9, "pixel_accuracy": 0.8,
            "iou": {"background": miou + 0.1, "a": miou - 0.1}}
-    m = {"variant": v, "seed": s, "cam_time_s": 1.0, "train_time_s": 10.0 + s,
+    m = {"variant": v, "seed": s,
          "train": {"best": res, "fixed": {**res, "threshold": 0.2, "miou": miou / 2}},
          "val": {"best": res, "fixed": res}}
     (d / "metrics.json").write_text(json.dumps(m))
@@ -44,7 +44,8 @@ def test_table_means_and_std_over_seeds(root):
     x = np.array([40.0, 42.0, 47.0])
     assert ssc["miou_best_mean"] == pytest.approx(x.mean()) and ssc["miou_best_std"] == pytest.approx(x.std(ddof=1))
     assert ssc["miou_fixed_mean"] == pytest.approx(x.mean() / 2) and ssc["recall"] == pytest.approx(61.0)
-    assert ssc["train_time_s"] == pytest.approx(11.0) and ssc["seeds"] == 3
+    assert ssc["seeds"] == 3
+    assert not any("time" in c for c in t.columns)  # machine-dependent: kept in reports/timings/
 
 
 def test_compare_says_whether_the_difference_is_inside_the_seed_spread(root):

@@ -83,7 +83,10 @@ def test_errors(coco, tmp_path):
     bad = make_mask([81])
     save_png(root / "SegmentationClass" / "train2014" / "COCO_train2014_000000000009.png", bad)
     (root / "ImageSets" / "train.txt").write_text("COCO_train2014_000000000009\n")
-    (root / "ImageSets" / "val.txt").write_text("")
+    (root / "ImageSets" / "val.txt").write_text("\n")  # an empty split is an error, naming its list
+    with pytest.raises(DataError, match=r"val\.txt: split list is empty"):
+        prepare(coco, progress=False)
+    (root / "ImageSets" / "val.txt").write_text("COCO_val2014_000000000042\n")
     with pytest.raises(DataError, match=r"\[81\]"):
         prepare(coco, progress=False)
 

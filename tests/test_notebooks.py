@@ -20,6 +20,8 @@ def test_every_notebook_has_a_parameters_cell_and_enters_the_root(src):
     nb = notebook.read_source(src)
     text = src.read_text()
     assert "enter_project_root()" in text and "config.load(params_path" in text
+    # run by hand, a notebook writes under scratch/, never over the pipeline's outputs
+    assert "params = notebook.route_outputs(params, " in text
 
 
 def test_check_reports_drift_and_outputs(tmp_path):
@@ -88,3 +90,46 @@ def test_running_and_saving_in_jupyterlab_leaves_the_dvc_source_unchanged(tmp_pa
         cm.save({"type": "notebook", "format": "json", "content": nb}, name)
         assert "ran" in (tmp_path / name).read_text()  # the .ipynb did change ...
         assert (tmp_path / src.name).read_bytes() == before, src.name  # ... its DVC source did not
+
+
+def test_run_sets_pipeline_env_and_writes_the_same_notebook_twice(tmp_path):
+    """`sslib.notebook run` (what dvc.yaml runs) marks the kernel as the pipeline's, and the
+    executed copy holds no timestamps, durations or stderr, so a rerun that computes the
+    same values writes the same bytes (and DVC's lock does not change)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "params.yaml").write_text("{}\n")
+    src = tmp_path / "01_t.py"
+    src.write_text('# %% tags=["parameters"]\nvalue = 1\n\n# %%\nimport os, sys, time\n'
+                   'print("pipeline", os.environ.get("SSC_PIPELINE"))\n'
+                   'print(f"{time.time()} s", file=sys.stderr)\n'
+                   'from tqdm.auto import tqdm\nfor _ in tqdm(range(3)): time.sleep(0.01)\n')
+    out = notebook.run(src, parameters={"value": 2}, log_output=False)
+    first = out.read_bytes()
+    nb = json.loads(first)
+    assert "pipeline 1" in json.dumps(nb["cells"])
+    assert not any(k in first.decode() for k in ("start_time", "end_time", "duration", "\"stderr\""))
+    assert "SSC_PIPELINE" not in __import__("os").environ  # restored after the run
+    r = subprocess.run([sys.executable, "-m", "sslib.notebook", "run", str(src), "-y", "value: 2"],
+                       cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes() == first
+    assert "KeyboardInterrupt" not in r.stderr  # the kernel's shutdown log is not shown
+
+
+def test_route_outputs_redirects_only_the_stage_run_by_hand(monkeypatch):
+    from sslib import config, paths
+
+    monkeypatch.setenv(paths.SCRATCH_ENV, "")
+    monkeypatch.setenv(paths.PIPELINE_ENV, "1")
+    params = config.load(ROOT / "params.yaml")
+    assert notebook.route_outputs(params, "train_cam") is params
+    assert paths.reports("train_cam") == Path("reports")
+    monkeypatch.delenv(paths.PIPELINE_ENV)
+    routed = notebook.route_outputs(params, "train_cam")
+    assert routed.train.out_dir == str(Path("scratch") / params.train.out_dir)
+    assert routed.cam.out_dir == params.cam.out_dir and routed.superpixels == params.superpixels
+    assert paths.reports("train_cam") == Path("scratch/reports") and paths.reports("eval_cam") == Path("reports")
+    synth = notebook.route_outputs(params, "synthesize")  # the synthetic set is also data.root
+    assert synth.synthetic.out_dir == synth.data.root == str(Path("scratch") / params.synthetic.out_dir)

@@ -52,10 +52,15 @@ def _ran(result: subprocess.CompletedProcess) -> set[str]:
 
 
 def _set_params(repo: Path, update: dict) -> None:
-    from sslib.config import deep_merge
+    from sslib.config import deep_merge, read_yaml
 
     p = repo / "params.yaml"
-    p.write_text(yaml.safe_dump(deep_merge(yaml.safe_load(p.read_text()), update), sort_keys=False))
+    p.write_text(yaml.safe_dump(deep_merge(read_yaml(p.read_text()), update), sort_keys=False))
+
+
+def _files(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, bytes]:
+    return {str(f.relative_to(folder)): f.read_bytes() for f in sorted(folder.rglob("*"))
+            if f.is_file() and not str(f.relative_to(folder)).startswith(skip)}
 
 
 @pytest.fixture(scope="module")
@@ -99,11 +104,62 @@ def test_second_repro_does_nothing(repo):
     assert "changed" not in _dvc(repo, "status", *STAGES).stdout
 
 
+def test_rerunning_stages_changes_no_result_file_and_not_dvc_lock(repo):
+    """A reproduction shows no change where nothing changed: forced reruns of the stages
+    that measure times write byte-identical reports, notebooks and artifacts (times go to
+    the gitignored reports/timings/), so dvc.lock stays as it was."""
+    lock, reports = (repo / "dvc.lock").read_bytes(), _files(repo / "reports", skip=("timings",))
+    assert (repo / "reports/timings/train_cam/cam-seed0.json").is_file()
+    r = _dvc(repo, "repro", "--force", "--single-item", "train_cam@cam-0", "eval_cam@cam-0", "data_report", "ablation")
+    assert _ran(r) == {"train_cam@cam-0", "eval_cam@cam-0", "data_report", "ablation"}
+    assert _files(repo / "reports", skip=("timings",)) == reports
+    assert (repo / "dvc.lock").read_bytes() == lock
+
+
+def test_failed_stage_keeps_the_git_tracked_results(repo):
+    """The user's probe: a bad value in params.yaml, then `dvc repro`. The stage fails naming
+    the key, and the committed metrics, losses and tables (cache: false, so DVC could not
+    restore them) are still there, byte for byte; the rerun with the good value restores all."""
+    p = repo / "params.yaml"
+    good = p.read_text()
+    tracked = _files(repo / "reports", skip=("timings", "notebooks"))
+    assert "train_cam/cam/seed0/metrics.json" in tracked and "train_cam/cam/seed0/losses.csv" in tracked
+    _set_params(repo, {"train": {"momentum": -1}})
+    r = _dvc(repo, "repro", check=False)
+    assert r.returncode != 0 and "train.momentum" in r.stdout + r.stderr
+    assert _files(repo / "reports", skip=("timings", "notebooks")) == tracked
+    p.write_text(good)
+    _dvc(repo, "repro")
+    assert "changed" not in _dvc(repo, "status", *STAGES).stdout
+
+
+def test_checkout_on_a_clone_with_allow_missing(repo):
+    """data.dvc is the empty slot for VOC/COCO, never in a clone's cache: plain `dvc checkout`
+    fails on it (exit 255), `dvc checkout --allow-missing` (README) succeeds."""
+    assert _dvc(repo, "checkout", check=False).returncode != 0
+    _dvc(repo, "checkout", "--allow-missing")
+
+
+def test_notebook_run_by_hand_writes_to_scratch(repo, tmp_path):
+    """The user's probe: README's papermill example with other superpixels. It must not
+    replace the pipeline's maps: its outputs go under scratch/, and no stage becomes changed."""
+    before = _files(repo / "artifacts/superpixels")
+    r = subprocess.run([sys.executable, "-m", "papermill", "notebooks/02_superpixels.ipynb",
+                        str(tmp_path / "out.ipynb"), "-y", "superpixels: {method: felzenszwalb}"],
+                       cwd=repo, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert _files(repo / "artifacts/superpixels") == before
+    meta = json.loads((repo / "scratch/artifacts/superpixels/meta.json").read_text())
+    assert meta["method"] == "felzenszwalb" and meta["count"] == 14
+    assert "changed" not in _dvc(repo, "status", *STAGES).stdout
+
+
 def test_superpixel_param_reruns_only_dependents(repo):
     _set_params(repo, {"superpixels": {"slic": {"n_segments": 20}}})
     r = _dvc(repo, "repro")
-    # train_cam@cam-0 reads no superpixels but depends on the folder, so it reruns too
-    assert _ran(r) == {"superpixels", "data_report", *TRAINED}
+    # train_cam@cam-0 reads no superpixels but depends on the folder, so it reruns too; it
+    # writes a byte-identical model.pt, so DVC does not rerun eval_cam@cam-0 after it
+    assert _ran(r) == {"superpixels", "data_report", *TRAINED} - {"eval_cam@cam-0"}
 
 
 def test_bad_parameter_names_the_key_and_keeps_outputs(repo):
@@ -150,14 +206,22 @@ def test_voc_layout_runs_and_bad_files_are_named(voc_repo):
     assert labels["labels"]["2007_000001"] == [1, 14]  # foreground indices (mask id - 1)
     assert len(list((voc_repo / "artifacts/superpixels").glob("*.png"))) == 4
 
+    # a truncated JPEG while the superpixels are being rebuilt with other parameters: the
+    # stage fails naming it, and every map of the last good run stays as it was
+    maps = _files(voc_repo / "artifacts/superpixels")
+    _set_params(voc_repo, {"superpixels": {"slic": {"n_segments": 12}}})
     jpg = voc_repo / "data/VOCdevkit/VOC2012/JPEGImages/2007_000002.jpg"
     good = jpg.read_bytes()
-    jpg.write_bytes(b"not a jpeg")
+    jpg.write_bytes(good[: len(good) // 2])
     r = _dvc(voc_repo, "repro", "superpixels", check=False)
     assert r.returncode != 0
     assert "2007_000002.jpg" in r.stdout + r.stderr
     assert (voc_repo / "artifacts/prepared/labels.json").is_file()
+    assert _files(voc_repo / "artifacts/superpixels") == maps
     jpg.write_bytes(good)
+    r = _dvc(voc_repo, "repro", "superpixels")  # resumes: the maps made before the failure are kept
+    assert json.loads((voc_repo / "artifacts/superpixels/meta.json").read_text())["params"]["n_segments"] == 12
+    assert not (voc_repo / "artifacts/superpixels.partial").exists()
 
     lst = voc_repo / "data/VOCdevkit/VOC2012/ImageSets/Segmentation/val.txt"
     lst.write_text(lst.read_text() + "2007_999999\n")
@@ -165,3 +229,22 @@ def test_voc_layout_runs_and_bad_files_are_named(voc_repo):
     assert r.returncode != 0
     assert "2007_999999" in r.stdout + r.stderr
     assert labels == json.loads((voc_repo / "artifacts/prepared/labels.json").read_text())
+
+
+def test_exp_run_with_small_and_large_floats(repo):
+    """The user's probe: `dvc exp run -S train.weight_decay=0.00001` (DVC writes 1e-05, which
+    YAML 1.1 reads as a string) with 2e-4 and 1e6 beside it, end to end at tiny size."""
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True, env=env)
+    subprocess.run(["git", "commit", "-qm", "tiny"], cwd=repo, check=True, env=env)
+    r = _dvc(repo, "exp", "run", "-S", "train.weight_decay=0.00001", "-S", "train.decoder_lr=2e-4",
+             "-S", "superpixels.slic.compactness=1e6")
+    text = (repo / "params.yaml").read_text()
+    assert "weight_decay: 1e-05" in text  # as DVC writes it
+    assert {"superpixels", "train_cam@cam-0", "train_cam@ssc-0", "ablation"} <= _ran(r)
+    from sslib import config
+
+    p = config.load(repo / "params.yaml")
+    assert (p.train.weight_decay, p.train.decoder_lr, p.superpixels.slic.compactness) == (1e-05, 2e-4, 1e6)
+    assert "changed" not in _dvc(repo, "status", *STAGES).stdout

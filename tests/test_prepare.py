@@ -157,7 +157,8 @@ def test_failed_run_keeps_earlier_outputs_and_rerun_removes_stale(voc_sbd, tmp_p
     assert set(read_json(prepared / "labels.json")["labels"]) == {"a", "b", "c", "d"}
 
 
-def test_cli(tmp_path, capsys):
+def test_cli(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # main() makes the project root the working directory
     make_voc(tmp_path / "root", VOC_MASKS, VOC_LISTS)
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"data": {"dataset": "voc", "root": str(tmp_path / "root"),
@@ -169,3 +170,35 @@ def test_cli(tmp_path, capsys):
     assert main(["--params", str(params), "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert "'a'" in err and "train.txt" in err
+
+
+def test_empty_split_is_rejected_naming_the_list(tmp_path, monkeypatch, capsys):
+    """The user's probe: an empty train list used to pass `prepare` and fail much later."""
+    make_voc(tmp_path / "root", VOC_MASKS, VOC_LISTS)
+    cfg = data_cfg(tmp_path)
+    prepare(cfg, progress=False)
+    before = {p: p.read_bytes() for p in (tmp_path / "prepared").rglob("*") if p.is_file()}
+    (tmp_path / "root" / "ImageSets" / "Segmentation" / "train.txt").write_text("\n# nothing\n")
+    with pytest.raises(DataError, match=r"Segmentation/train\.txt: split list is empty"):
+        prepare(cfg, progress=False)
+    assert {p: p.read_bytes() for p in (tmp_path / "prepared").rglob("*") if p.is_file()} == before
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"data": {"dataset": "voc", "root": "root", "prepared_dir": "prepared"}}))
+    monkeypatch.chdir(tmp_path)
+    assert main(["--no-progress"]) == 1
+    assert "train.txt: split list is empty" in capsys.readouterr().err
+
+
+def test_cli_from_a_subfolder_uses_the_project_root(tmp_path, monkeypatch, capsys):
+    """`python -m sslib.data.prepare` from notebooks/ reads and writes the project's paths
+    (params.yaml's paths are relative to its folder), not paths under notebooks/."""
+    make_voc(tmp_path / "root", VOC_MASKS, VOC_LISTS)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(
+        {"data": {"dataset": "voc", "root": "root", "prepared_dir": "artifacts/prepared"}}))
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")
+    assert main(["--no-progress"]) == 0, capsys.readouterr().err
+    assert (tmp_path / "artifacts" / "prepared" / "labels.json").is_file()
+    assert not (tmp_path / "notebooks" / "artifacts").exists()
+    monkeypatch.chdir(tmp_path / "notebooks")
+    assert main(["--params", "params.yaml", "--no-progress"]) == 0  # the project's file, found upwards

@@ -1,4 +1,5 @@
 """Superpixels: computation, lossless storage, parallel + resumable precomputation, figure helpers."""
+import hashlib
 import json
 import os
 
@@ -8,7 +9,7 @@ from skimage.segmentation import find_boundaries
 
 from sslib import superpixels as sp
 from sslib.config import FelzenszwalbConfig, SlicConfig, SuperpixelConfig
-from sslib.io import DataError, save_png
+from sslib.io import DataError, read_rgb, save_jpeg, save_png
 
 
 def blocks_image(seed: int = 0, h: int = 32, w: int = 40) -> np.ndarray:
@@ -154,7 +155,7 @@ def test_resume_recomputes_only_what_is_missing(tmp_path):
     assert (out / "meta.json").is_file()
 
 
-def test_changed_params_or_complete_run_recompute_everything(tmp_path):
+def test_changed_params_recompute_everything_unchanged_inputs_are_reused(tmp_path):
     items = make_items(tmp_path / "images", n=3)
     out = tmp_path / "sp"
     sp.precompute(items, out, SLIC, workers=1, progress=False)
@@ -163,9 +164,17 @@ def test_changed_params_or_complete_run_recompute_everything(tmp_path):
     stats = sp.precompute(items, out, other, workers=1, progress=False)
     assert (stats["n_computed"], stats["n_reused"]) == (3, 0)
     assert json.loads((out / "meta.json").read_text())["params"]["n_segments"] == 30
-    # meta.json present: a finished run; starting again recomputes (inputs may have changed)
+    # a finished run started again: maps made from the same parameters and image bytes are kept
+    before = _age(out)
     stats = sp.precompute(items, out, other, workers=1, progress=False)
-    assert stats["n_computed"] == 3
+    assert (stats["n_computed"], stats["n_reused"]) == (0, 3)
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")} == before
+    # an input whose bytes changed (same shape) is recomputed, the others are not
+    save_png(items[1][1], blocks_image(seed=99))
+    stats = sp.precompute(items, out, other, workers=1, progress=False)
+    assert (stats["n_computed"], stats["n_reused"]) == (1, 2)
+    np.testing.assert_array_equal(sp.load(sp.path_for(out, "im1")),
+                                  sp.compute(blocks_image(seed=99), other))
     # switching method: also everything
     stats = sp.precompute(items, out, FELZ, workers=1, progress=False)
     assert stats["n_computed"] == 3 and stats["method"] == "felzenszwalb"
@@ -180,7 +189,195 @@ def test_corrupt_input_image_names_it(tmp_path, workers):
     out = tmp_path / "sp"
     with pytest.raises(DataError, match="broken.jpg"):
         sp.precompute(items, out, SLIC, workers=workers, progress=False)
-    assert not (out / "meta.json").exists()
+    assert not out.exists()  # nothing is written into out_dir before every image succeeded
+    assert sp.staging_dir(out).is_dir()
+
+
+# --------------------------------------------------------------------------- staging / tags
+def make_jpegs(folder, n=8, h=24, w=32):
+    """n tiny JPEGs (h, w) written with save_jpeg; returns [(name, path)]."""
+    folder.mkdir(parents=True, exist_ok=True)
+    items = []
+    for i in range(n):
+        p = folder / f"im{i}.jpg"
+        save_jpeg(p, blocks_image(seed=i, h=h, w=w))
+        items.append((f"im{i}", p))
+    return items
+
+
+def snapshot(folder):
+    """{file name: bytes} of every file directly in ``folder`` (maps, meta.json, .params.json)."""
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+SLIC_B = SuperpixelConfig(method="slic", slic=SlicConfig(n_segments=30, compactness=5.0, sigma=0.5))
+
+
+def assert_same_maps(a, b, names):
+    for n in names:
+        np.testing.assert_array_equal(sp.load(sp.path_for(a, n)), sp.load(sp.path_for(b, n)))
+        assert sp.path_for(a, n).read_bytes() == sp.path_for(b, n).read_bytes()
+    assert sorted(p.name for p in a.glob("*.png")) == sorted(f"{n}.png" for n in names)
+
+
+def test_staging_dir_is_a_sibling_of_out_dir(tmp_path):
+    assert sp.staging_dir("artifacts/superpixels") == sp.Path("artifacts/superpixels.partial")
+    assert sp.staging_dir(tmp_path / "sp") == tmp_path / "sp.partial"
+    assert sp.staging_dir(tmp_path / "sp" / ".") == tmp_path / "sp.partial"
+
+
+def test_save_with_tags_load_reads_tagged_and_untagged_maps(tmp_path):
+    ids = np.arange(6 * 7).reshape(6, 7) % 5
+    sp.save(tmp_path / "old.png", ids)  # format 1: no text chunk
+    sp.save(tmp_path / "new.png", ids, tag="t" * 32, source="s" * 32)
+    for name in ("old.png", "new.png"):
+        np.testing.assert_array_equal(sp.load(tmp_path / name, expected_shape=(6, 7)), ids)
+    assert sp.read_tags(tmp_path / "old.png") == (None, None, (6, 7))
+    assert sp.read_tags(tmp_path / "new.png") == ("t" * 32, "s" * 32, (6, 7))
+    tag = sp.params_tag(SLIC)
+    assert len(tag) == 32 and tag != sp.params_tag(SLIC_B) and tag == sp.params_tag(SLIC)
+
+
+def test_corrupt_jpeg_leaves_out_dir_intact_and_rerun_resumes(tmp_path):
+    """The probe: a full run with A, then B with a truncated JPEG, then B again once fixed."""
+    items = make_jpegs(tmp_path / "images")
+    names = [n for n, _ in items]
+    out = tmp_path / "sp"
+    sp.precompute(items, out, SLIC, workers=1, progress=False)
+    before = snapshot(out)
+    assert "meta.json" in before and len([k for k in before if k.endswith(".png")]) == 8
+
+    bad = items[5][1]
+    good_bytes = bad.read_bytes()
+    bad.write_bytes(good_bytes[: len(good_bytes) // 2])
+    with pytest.raises(DataError, match="im5.jpg"):
+        sp.precompute(items, out, SLIC_B, workers=1, progress=False)
+    assert snapshot(out) == before  # every old map byte-identical, the old meta.json kept
+    staged = sorted(p.name for p in sp.staging_dir(out).glob("*.png"))
+    assert staged == [f"im{i}.png" for i in range(5)]  # what was computed before the failure
+
+    bad.write_bytes(good_bytes)
+    stats = sp.precompute(items, out, SLIC_B, workers=1, progress=False)
+    assert (stats["n_reused"], stats["n_computed"]) == (5, 3)
+    assert not sp.staging_dir(out).exists()
+    scratch = sp.precompute(items, tmp_path / "scratch", SLIC_B, workers=1, progress=False)
+    assert_same_maps(out, tmp_path / "scratch", names)
+    assert (out / "meta.json").read_bytes() == (tmp_path / "scratch" / "meta.json").read_bytes()
+    assert {k: v for k, v in stats.items() if k not in ("n_reused", "n_computed")} == \
+        {k: v for k, v in scratch.items() if k not in ("n_reused", "n_computed")}
+
+
+def test_corrupt_jpeg_with_workers_leaves_out_dir_intact(tmp_path):
+    items = make_jpegs(tmp_path / "images", n=6)
+    out = tmp_path / "sp"
+    sp.precompute(items, out, SLIC, workers=1, progress=False)
+    before = snapshot(out)
+    good_bytes = items[2][1].read_bytes()
+    items[2][1].write_bytes(good_bytes[: len(good_bytes) // 2])
+    with pytest.raises(DataError, match="im2.jpg"):
+        sp.precompute(items, out, SLIC_B, workers=2, progress=False)
+    assert snapshot(out) == before
+    items[2][1].write_bytes(good_bytes)
+    sp.precompute(items, out, SLIC_B, workers=2, progress=False)
+    sp.precompute(items, tmp_path / "scratch", SLIC_B, workers=1, progress=False)
+    assert_same_maps(out, tmp_path / "scratch", [n for n, _ in items])
+    assert not sp.staging_dir(out).exists()
+
+
+def test_interrupt_leaves_out_dir_intact_and_resumes(tmp_path, monkeypatch):
+    items = make_jpegs(tmp_path / "images", n=5)
+    out = tmp_path / "sp"
+    sp.precompute(items, out, SLIC, workers=1, progress=False)
+    before = snapshot(out)
+    real, calls = sp.compute, []
+
+    def interrupted(image, cfg):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(image, cfg)
+
+    monkeypatch.setattr(sp, "compute", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        sp.precompute(items, out, SLIC_B, workers=1, progress=False)
+    monkeypatch.setattr(sp, "compute", real)
+    assert snapshot(out) == before
+    stats = sp.precompute(items, out, SLIC_B, workers=1, progress=False)
+    assert (stats["n_reused"], stats["n_computed"]) == (2, 3)
+    sp.precompute(items, tmp_path / "scratch", SLIC_B, workers=1, progress=False)
+    assert_same_maps(out, tmp_path / "scratch", [n for n, _ in items])
+
+
+def _stale_maps(kind, items):
+    """{name: (H, W) map} that look plausible in a folder but must not be reused for SLIC_B."""
+    name, img_path = items[1]
+    h, w = read_rgb(img_path).shape[:2]
+    tag, source = sp.params_tag(SLIC_B), hashlib.md5(img_path.read_bytes()).hexdigest()
+    ids = np.zeros((h, w), np.int64)
+    ids[:, w // 2:] = 1
+    if kind == "other_params":
+        return name, ids, dict(tag=sp.params_tag(SLIC), source=source)
+    if kind == "untagged":
+        return name, ids, {}
+    if kind == "other_source":
+        return name, ids, dict(tag=tag, source="0" * 32)
+    if kind == "wrong_shape":
+        return name, np.zeros((h + 1, w), np.int64), dict(tag=tag, source=source)
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("where", ["staging", "out_dir"])
+@pytest.mark.parametrize("kind", ["other_params", "untagged", "other_source", "wrong_shape", "garbage"])
+def test_stale_map_is_never_reused(tmp_path, where, kind):
+    items = make_jpegs(tmp_path / "images", n=3)
+    out = tmp_path / "sp"
+    folder = sp.staging_dir(out) if where == "staging" else out
+    folder.mkdir(parents=True)
+    if kind == "garbage":
+        name = items[1][0]
+        sp.path_for(folder, name).write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    else:
+        name, ids, tags = _stale_maps(kind, items)
+        sp.save(sp.path_for(folder, name), ids, **tags)
+    stats = sp.precompute(items, out, SLIC_B, workers=1, progress=False)
+    assert (stats["n_reused"], stats["n_computed"]) == (0, 3)
+    sp.precompute(items, tmp_path / "scratch", SLIC_B, workers=1, progress=False)
+    assert_same_maps(out, tmp_path / "scratch", [n for n, _ in items])
+    assert not sp.staging_dir(out).exists()
+
+
+def test_current_map_in_staging_is_reused_and_moved(tmp_path):
+    items = make_jpegs(tmp_path / "images", n=3)
+    sp.precompute(items, tmp_path / "ref", SLIC_B, workers=1, progress=False)
+    out = tmp_path / "sp"
+    sp.staging_dir(out).mkdir(parents=True)
+    ref = sp.path_for(tmp_path / "ref", "im0").read_bytes()
+    sp.path_for(sp.staging_dir(out), "im0").write_bytes(ref)
+    stats = sp.precompute(items, out, SLIC_B, workers=1, progress=False)
+    assert (stats["n_reused"], stats["n_computed"]) == (1, 2)
+    assert_same_maps(out, tmp_path / "ref", [n for n, _ in items])
+
+
+def test_unlisted_maps_are_removed_after_success_not_before(tmp_path):
+    items = make_jpegs(tmp_path / "images", n=4)
+    out = tmp_path / "sp"
+    sp.precompute(items, out, SLIC, workers=1, progress=False)
+    before = snapshot(out)
+    fewer = items[:2]
+    bad = tmp_path / "images" / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    with pytest.raises(DataError, match="broken.jpg"):
+        sp.precompute(fewer + [("broken", bad)], out, SLIC_B, workers=1, progress=False)
+    assert snapshot(out) == before  # im2, im3 still there after the failed run
+    stats = sp.precompute(fewer, out, SLIC_B, workers=1, progress=False)
+    assert stats["count"] == 2 and stats["n_reused"] == 2  # from staging
+    assert sorted(p.name for p in out.glob("*.png")) == ["im0.png", "im1.png"]
+    # a folder that is not ours (no marker files) keeps foreign PNGs
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    save_png(foreign / "keep.png", np.zeros((3, 3), np.uint8))
+    sp.precompute(fewer, foreign, SLIC_B, workers=1, progress=False)
+    assert sorted(p.name for p in foreign.glob("*.png")) == ["im0.png", "im1.png", "keep.png"]
 
 
 def test_invalid_names_are_rejected(tmp_path):

@@ -64,7 +64,7 @@ def _params(root: Path, **update) -> config.Params:
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
-    ck = torch.load(path, map_location="cpu", weights_only=False)
+    ck = torch.load(path, map_location="cpu", weights_only=True)
     out = {f"net.{k}": v for k, v in ck["net"].items()}
     out.update({f"decoder.{k}": v for k, v in (ck["decoder"] or {}).items()})
     return out
@@ -73,7 +73,10 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 def test_trains_and_writes_outputs(in_project):
     params = _params(in_project, train={"out_dir": "runs/a"})
     m = train_cam.train_cam(params, "ssc", 0, progress=False)
-    assert m["epochs"] == 3 and m["steps"] == 6 and m["train_time_s"] > 0
+    assert m["epochs"] == 3 and m["steps"] == 6
+    assert not any("time" in k or "per_s" in k for k in m)  # machine-dependent: kept apart
+    timings = json.loads((in_project / "reports/timings/train_cam/ssc-seed0.json").read_text())
+    assert len(timings["epoch_s"]) == 3 and timings["train_time_s"] > 0 and timings["images_per_s"] > 0
     run = in_project / "runs/a/ssc/seed0"
     assert (run / "model.pt").is_file() and (run / "checkpoint.pt").is_file()
     rows = (in_project / "reports/train_cam/ssc/seed0/losses.csv").read_text().splitlines()
@@ -83,22 +86,55 @@ def test_trains_and_writes_outputs(in_project):
     assert align[0] == 0.0 and all(a > 0 for a in align[1:])  # warm-up: 1 epoch without alignment
     metrics = json.loads((in_project / "reports/train_cam/ssc/seed0/metrics.json").read_text())
     assert metrics["final"] == m["final"] and all(map(lambda x: x == x, m["final"].values()))
-    ck = torch.load(run / "model.pt", map_location="cpu", weights_only=False)
+    ck = torch.load(run / "model.pt", map_location="cpu", weights_only=True)
     assert ck["variant"] == "ssc" and len(ck["classes"]) == 6 and ck["decoder"] is not None
 
 
 def test_interrupted_run_resumes_to_the_same_weights(in_project):
     straight = _params(in_project, train={"out_dir": "runs/straight"})
     train_cam.train_cam(straight, "+crm", 1, progress=False)
+    report = in_project / "reports/train_cam/+crm/seed1"
+    finished = {f: (report / f).read_bytes() for f in ("losses.csv", "metrics.json")}
     resumed = _params(in_project, train={"out_dir": "runs/resumed"})
     assert train_cam.train_cam(resumed, "+crm", 1, progress=False, stop_after_epochs=1) == {"stopped_at_epoch": 1}
     assert not (in_project / "runs/resumed/+crm/seed1/model.pt").exists()
+    # an unfinished run leaves the last finished run's reports as they were
+    assert {f: (report / f).read_bytes() for f in finished} == finished
     train_cam.train_cam(resumed, "+crm", 1, progress=False)
     a = _weights(in_project / "runs/straight/+crm/seed1/model.pt")
     b = _weights(in_project / "runs/resumed/+crm/seed1/model.pt")
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_new_run_removes_the_old_model_and_killed_writes(in_project):
+    """A run that starts removes the previous run's model.pt (eval_cam must not evaluate it
+    beside a new, unfinished checkpoint) and the temporary file a SIGKILL during a checkpoint
+    write left behind; a finished run's checkpoint holds no wall-clock time."""
+    p = _params(in_project, train={"out_dir": "runs/stale", "epochs": 2})
+    train_cam.train_cam(p, "cam", 0, progress=False)
+    run = in_project / "runs/stale/cam/seed0"
+    leftover = run / ".checkpoint.pt.tmp-k1ll3d.pt"
+    leftover.write_bytes(b"half a checkpoint")
+    p2 = _params(in_project, train={"out_dir": "runs/stale", "epochs": 2, "lr": 0.02})
+    assert train_cam.train_cam(p2, "cam", 0, progress=False, stop_after_epochs=1) == {"stopped_at_epoch": 1}
+    assert not (run / "model.pt").exists() and not leftover.exists()
+    assert sorted(f.name for f in run.iterdir()) == ["checkpoint.pt"]
+    ck = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert not any("time" in k for k in ck) and ck["epoch"] == 1
+
+
+def test_same_run_twice_writes_the_same_files(in_project):
+    """What must reproduce does: checkpoint, model and reports are byte-identical across runs."""
+    files = {}
+    for i in range(2):
+        p = _params(in_project, train={"out_dir": f"runs/twice{i}", "epochs": 1})
+        train_cam.train_cam(p, "cam", 0, progress=False)
+        rep = in_project / "reports/train_cam/cam/seed0"
+        files[i] = {f: (in_project / f"runs/twice{i}/cam/seed0" / f).read_bytes() for f in ("model.pt", "checkpoint.pt")}
+        files[i].update({f: (rep / f).read_bytes() for f in ("losses.csv", "metrics.json")})
+    assert files[0] == files[1]
 
 
 def test_changed_settings_do_not_resume_a_foreign_checkpoint(in_project, capsys):
@@ -123,7 +159,7 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(in_project, monkeyp
     p = _params(in_project, train={"out_dir": "runs/nan"})
     with pytest.raises(train_cam.NonFiniteLossError, match=r"epoch 2.*after epoch 1\) is kept"):
         train_cam.train_cam(p, "cam", 0, progress=False)
-    ck = torch.load(in_project / "runs/nan/cam/seed0/checkpoint.pt", map_location="cpu", weights_only=False)
+    ck = torch.load(in_project / "runs/nan/cam/seed0/checkpoint.pt", map_location="cpu", weights_only=True)
     assert ck["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in ck["net"].values() if v.is_floating_point())
 
@@ -150,7 +186,7 @@ def test_two_process_ddp_step_equals_single_process(in_project):
     # Adam's first step is lr * sign(grad) where the gradient is ~0, which amplifies rounding;
     # compare its first moment ((1 - beta1) * grad) instead: the gradients agree
     ca, cb = (torch.load(in_project / f"runs/{r}/ssc/seed0/checkpoint.pt", map_location="cpu",
-                         weights_only=False)["dec_opt"]["state"] for r in ("single", "ddp"))
+                         weights_only=True)["dec_opt"]["state"] for r in ("single", "ddp"))
     assert ca.keys() == cb.keys() and len(ca) > 0
     for k in ca:
         torch.testing.assert_close(ca[k]["exp_avg"], cb[k]["exp_avg"], rtol=1e-4, atol=1e-8)
@@ -190,4 +226,5 @@ def test_eval_cam_makes_and_evaluates_the_cams_of_a_trained_run(in_project):
     rows = (rep / "sweep.csv").read_text().splitlines()
     assert rows[0] == "threshold,train_miou,val_miou" and len(rows) == 20
     assert max(float(r.split(",")[2]) for r in rows[1:]) == pytest.approx(m["val"]["best"]["miou"], abs=1e-5)
-    assert m["train_time_s"] > 0
+    timings = json.loads((in_project / "reports/timings/eval_cam/cam-seed0.json").read_text())
+    assert timings["cam_time_s"] > 0 and not any("time" in k for k in m)

@@ -44,7 +44,7 @@ import numpy as np
 from PIL import Image
 
 from ..config import ConfigError, DataConfig
-from ..io import DataError, read_lines, read_png_labels, save_png, write_json, write_text
+from ..io import DataError, read_lines, read_png_labels, remove_stale_temps, save_png, write_json, write_text
 from . import coco, voc
 from .base import LABELS_NAME, check_images_exist, list_stems
 
@@ -125,8 +125,16 @@ def _process(task: _Task) -> list[int]:
 
 # --------------------------------------------------------------------------- planning
 def _read_list(path: Path, required: bool, hint: str) -> list[str] | None:
+    """The names in split list ``path``; None if it is absent and not required.
+
+    An empty list is an error, not an empty split: a split without images would only
+    fail later, far from its cause (a batch size "larger than the split", an all-NaN sweep).
+    """
     if path.is_file():
-        return read_lines(path)
+        names = read_lines(path)
+        if not names:
+            raise DataError(f"{path}: split list is empty; list one image name per line (no extension)")
+        return names
     if required:
         raise DataError(f"{path}: split list not found; {hint}")
     return None
@@ -175,6 +183,8 @@ def _plan_voc(data_cfg: DataConfig, classes: tuple[str, ...]) -> _Plan:
             sbd_names |= set(_read_list(sbd / f"{s}.txt", True, "data.sbd_root must be SBD's `dataset` folder"))
         aug_names = sorted((sbd_names | set(lists["train"])) - set(lists["val"]))
         where = f"train_aug (SBD {sbd / 'train.txt'} + {sbd / 'val.txt'} + VOC train - VOC val)"
+        if not aug_names:
+            raise DataError(f"{where}: no images left (every one is in VOC val)")
         check_images_exist(aug_names, image_dir, voc.IMAGE_SUFFIX, where, images)
         voc_pngs = list_stems(root / "SegmentationClass", voc.MASK_SUFFIX)
         mats = list_stems(sbd / "cls", ".mat")
@@ -301,9 +311,10 @@ def prepare(data_cfg: DataConfig, progress: bool = True, *, workers: int | None 
     else:
         raise ConfigError(f"data.dataset: unknown data set {data_cfg.dataset!r}")
 
+    prepared = Path(data_cfg.prepared_dir)
+    remove_stale_temps(prepared, recursive=True)  # what a killed run left
     labels = _run(list(plan.tasks.values()), progress, workers)
 
-    prepared = Path(data_cfg.prepared_dir)
     for split, names in plan.lists.items():
         write_text(prepared / "lists" / f"{split}.txt", "".join(f"{n}\n" for n in names))
     write_json(prepared / LABELS_NAME, {"classes": list(plan.classes), "labels": labels})
@@ -323,7 +334,7 @@ def prepare(data_cfg: DataConfig, progress: bool = True, *, workers: int | None 
 
 # --------------------------------------------------------------------------- CLI
 def main(argv: Sequence[str] | None = None) -> int:
-    from .. import config
+    from .. import config, paths
 
     ap = argparse.ArgumentParser(prog="python -m sslib.data.prepare", description=__doc__.split("\n")[0])
     ap.add_argument("--params", default=None, help="params.yaml (default: the project's)")
@@ -331,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     try:
-        params = config.load(args.params)
+        params = config.load(paths.enter_root(args.params))
         summary = prepare(params.data, progress=not args.no_progress, workers=args.workers)
     except (DataError, ConfigError) as e:
         print(f"prepare: error: {e}", file=sys.stderr)

@@ -86,7 +86,6 @@ import colorsys
 import dataclasses
 import math
 import re
-import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable
@@ -94,7 +93,7 @@ from typing import Callable
 import numpy as np
 
 from ..config import SyntheticConfig
-from ..io import save_jpeg, save_png, voc_palette, write_json, write_text
+from ..io import remove_stale_temps, save_jpeg, save_png, voc_palette, write_json, write_text
 
 __all__ = [
     "CLASSES", "CONTEXTS", "PREFERRED_CONTEXT", "SHAPES", "TEXTURES", "voc_palette",
@@ -828,15 +827,15 @@ def generate(cfg: SyntheticConfig, progress: bool = True) -> dict:
         ``{"images": {split: n}, "class_counts": {class: visible objects},
         "image_counts": {class: images containing it}, "share_in_preferred" (visible
         objects in their preferred context), "mismatched_images" (images with a visible
-        object outside its preferred context), "hidden_objects" (dropped, not drawn), "seconds"}``.
+        object outside its preferred context), "hidden_objects" (dropped, not drawn)}``.
     """
     from tqdm.auto import tqdm
 
     if cfg.seed < 0:
         raise ValueError(f"synthetic.seed must be >= 0, got {cfg.seed}")
-    t0 = time.perf_counter()
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out, recursive=True)  # what a killed run left
     (out / "meta.json").unlink(missing_ok=True)
     pal = voc_palette()
     splits = [("train", cfg.n_train), ("val", cfg.n_val)]
@@ -874,7 +873,6 @@ def generate(cfg: SyntheticConfig, progress: bool = True) -> dict:
     }
     write_json(out / "meta.json", meta)
     summary = _summary(meta)
-    summary["seconds"] = round(time.perf_counter() - t0, 2)
     return summary
 
 
