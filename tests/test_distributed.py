@@ -46,3 +46,24 @@ def test_init_without_torchrun_is_single_process(monkeypatch):
         monkeypatch.delenv(k, raising=False)
     info = distributed.init()
     assert (info.rank, info.world_size, info.is_main) == (0, 1, True)
+
+
+def test_launch_with_params_hands_the_merged_params_to_the_children(monkeypatch):
+    """Notebook overrides (and scratch/ redirects) reach the torchrun children: they read the
+    params as the caller holds them, from a temporary file removed afterwards."""
+    from pathlib import Path
+
+    from sslib import config
+
+    params = config.load(overrides={"train": {"out_dir": "scratch/artifacts/train_cam", "lr": 1e-05}})
+    seen = {}
+
+    def fake_launch(target, args, nproc_per_node=1, **kw):
+        path = args[args.index("--params") + 1]
+        seen.update(target=target, args=list(args), nproc=nproc_per_node, path=path,
+                    params=config.load(path))
+
+    monkeypatch.setattr(distributed, "launch", fake_launch)
+    distributed.launch_with_params("sslib.train_cam", params, ["--variant", "ssc"], nproc_per_node=2)
+    assert seen["target"] == "sslib.train_cam" and seen["args"][:2] == ["--variant", "ssc"] and seen["nproc"] == 2
+    assert seen["params"] == params and not Path(seen["path"]).exists()
