@@ -8,9 +8,18 @@ range raises :class:`ConfigError` naming the dotted key, e.g.
 ``superpixels.slic.n_segment: unknown key`` or ``train.momentum: must lie in [0, 1), got -1.0``.
 
 Every numeric field declares its range with :func:`num`; the generic loader
-(:func:`from_dict`) checks it, so each section validates itself. Rules that tie
-several fields together live in ``_check_values``. YAML is read by :func:`read_yaml`
-(YAML 1.2 floats, so ``1e-05`` as DVC writes it is a number, not a string).
+(:func:`from_dict`) checks it, and then calls the section's ``check()`` for rules that
+tie several of its fields together, so each section validates itself; ``Params.check``
+holds the few rules between sections. YAML is read by :func:`read_yaml` (YAML 1.2
+floats, so ``1e-05`` as DVC writes it is a number, not a string).
+
+**Defaults are params.yaml.** The dataclass defaults below equal params.yaml key for key
+(tests/test_config.py fails if they drift), so a partial file or a test's ``{}`` means
+"the project's defaults". The sections: ``data``, ``synthetic``, ``superpixels``,
+``augment``, ``model`` (shared), ``runs`` (the variant x seed matrix), ``ssc`` and
+``variants`` (the method and its ablation), then one section per stage that has
+settings of its own (``train_cam``, ``eval_cam``). The VOC and COCO settings are presets
+(``presets/*.yaml``) that :func:`apply_preset` writes into params.yaml.
 
 Notebooks receive their sections through :func:`load` as well, so running a
 notebook by hand and running it from ``dvc repro`` see the same values.
@@ -30,7 +39,8 @@ import yaml
 
 __all__ = [
     "ConfigError", "Params", "DataConfig", "SyntheticConfig", "SuperpixelConfig",
-    "AugmentConfig", "ModelConfig", "CamConfig", "EvaluateConfig", "VariantConfig", "TrainConfig", "variant_config", "thresholds_from", "load", "from_dict", "to_dict", "project_root", "deep_merge",
+    "AugmentConfig", "ModelConfig", "RunsConfig", "DownstreamConfig", "VariantConfig", "TrainCamConfig",
+    "EvalCamConfig", "need", "variant_config", "thresholds_from", "load", "from_dict", "to_dict", "project_root", "deep_merge",
     "Range", "num", "read_yaml",
 ]
 
@@ -121,7 +131,7 @@ def num(default: Any, *, ge: float | None = None, gt: float | None = None, le: f
 # --------------------------------------------------------------------------- sections
 @dataclass
 class DataConfig:
-    """Which data set the pipeline reads, and where it lives."""
+    """Which data set the pipeline reads, and where it lives (read by every stage)."""
 
     dataset: Literal["synthetic", "voc", "coco"] = "synthetic"
     #: data-set root in its own layout (VOC2012 folder, COCO folder, or the synthetic output)
@@ -133,10 +143,13 @@ class DataConfig:
     train_split: str = "train"
     val_split: str = "val"
 
+    def check(self) -> None:
+        need(self.sbd_root == "" or self.dataset == "voc", "data.sbd_root", "is only used with data.dataset = voc")
+
 
 @dataclass
 class SyntheticConfig:
-    """The procedurally generated "context" data set (VOC layout)."""
+    """The procedurally generated "context" data set (VOC layout; ``synthesize`` stage)."""
 
     seed: int = num(0, ge=0)
     out_dir: str = "artifacts/synthetic"
@@ -152,6 +165,12 @@ class SyntheticConfig:
     scale_range: list[float] = num([0.22, 0.42], gt=0, le=1)
     #: JPEG quality of the written images
     jpeg_quality: int = num(95, ge=1, le=100)
+
+    def check(self) -> None:
+        need(self.min_objects <= self.max_objects, "synthetic.min_objects",
+             "need 1 <= min_objects <= max_objects")
+        need(len(self.scale_range) == 2 and self.scale_range[0] <= self.scale_range[1],
+             "synthetic.scale_range", "need [min, max] with 0 < min <= max <= 1")
 
 
 @dataclass
@@ -170,7 +189,7 @@ class FelzenszwalbConfig:
 
 @dataclass
 class SuperpixelConfig:
-    """Superpixel precomputation (scikit-image)."""
+    """Superpixel precomputation (scikit-image; ``superpixels`` stage)."""
 
     method: Literal["slic", "felzenszwalb"] = "slic"
     out_dir: str = "artifacts/superpixels"
@@ -181,15 +200,22 @@ class SuperpixelConfig:
     slic: SlicConfig = field(default_factory=SlicConfig)
     felzenszwalb: FelzenszwalbConfig = field(default_factory=FelzenszwalbConfig)
 
+    def check(self) -> None:
+        need(len(self.splits) >= 1, "superpixels.splits", "name at least one split")
+
 
 @dataclass
 class AugmentConfig:
     """Training augmentation (IRN/SSC): random long-side resize, flip, crop."""
 
-    resize_long: list[int] = num([96, 192], gt=0)
+    resize_long: list[int] = num([96, 160], gt=0)
     hflip: bool = True
     #: a multiple of 16: the CAM network has output stride 16 and the decoder upsamples 16x
-    crop_size: int = num(128, ge=16, multiple_of=16)
+    crop_size: int = num(96, ge=16, multiple_of=16)
+
+    def check(self) -> None:
+        need(len(self.resize_long) == 2 and self.resize_long[0] <= self.resize_long[1],
+             "augment.resize_long", "need [min, max] with 0 < min <= max")
 
 
 @dataclass
@@ -216,6 +242,44 @@ class ModelConfig:
     #: ImageNet weights, false without (random-init statistics are meaningless)
     bn_eval: bool | Literal["auto"] = "auto"
 
+    def check(self) -> None:
+        for key, value in (("model.backbone_weights", self.backbone_weights),
+                           ("model.vgg_weights", self.vgg_weights)):
+            parts = Path(value).parts
+            need(Path(value).is_absolute() or not parts or parts[0] != "data", key,
+                 f"{value!r} lies inside data/, which DVC tracks as a whole (data.dvc) and would swallow "
+                 f"the file; put it under weights/ instead (e.g. weights/{Path(value).name})")
+
+
+@dataclass
+class DownstreamConfig:
+    """The runs whose CAMs feed the pseudo-label and segmentation stages (a subset of ``runs``)."""
+
+    variants: list[str] = field(default_factory=lambda: ["ssc"])
+    seeds: list[int] = num([0], ge=0)
+
+
+@dataclass
+class RunsConfig:
+    """The run matrix every per-run stage uses: each variant trained with each seed."""
+
+    #: the variants (keys of ``variants``) the pipeline trains and evaluates
+    variants: list[str] = field(default_factory=lambda: ["cam", "baseline", "+crm", "+asm", "ssc"])
+    seeds: list[int] = num([0, 1, 2], ge=0)
+    downstream: DownstreamConfig = field(default_factory=DownstreamConfig)
+    #: devices per run: 1 = this process; > 1 = DDP via torchrun (one process each)
+    devices: int = num(1, ge=1)
+
+    def check(self) -> None:
+        need(len(self.variants) >= 1, "runs.variants", "name at least one variant")
+        need(len(set(self.variants)) == len(self.variants), "runs.variants", "lists a variant twice")
+        need(len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds), "runs.seeds",
+             "name at least one seed, each once")
+        for v in self.downstream.variants:
+            need(v in self.variants, "runs.downstream.variants", f"{v!r} is not in runs.variants")
+        for s in self.downstream.seeds:
+            need(s in self.seeds, "runs.downstream.seeds", f"{s} is not in runs.seeds")
+
 
 @dataclass
 class VariantConfig:
@@ -237,72 +301,75 @@ class VariantConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainCamConfig:
     """CAM-network training (``train_cam`` stage), shared by every variant and seed."""
 
     out_dir: str = "artifacts/train_cam"
-    #: the variants (keys of ``variants``) and seeds the pipeline trains
-    variants: list[str] = field(default_factory=lambda: ["cam", "baseline", "+crm", "+asm", "ssc"])
-    seeds: list[int] = num([0, 1, 2], ge=0)
-    epochs: int = num(10, ge=1)
+    epochs: int = num(5, ge=1)
     batch_size: int = num(6, ge=1)
     #: SGD, poly schedule: backbone lr; the classifier gets lr * classifier_lr_mult
-    lr: float = num(0.1, gt=0)
-    classifier_lr_mult: float = num(10.0, gt=0)
+    lr: float = num(0.01, gt=0)
+    classifier_lr_mult: float = num(1.0, gt=0)
     weight_decay: float = num(1e-4, ge=0)
     #: the official code passes the weight decay where SGD's momentum goes (so 1e-4);
     #: 0.0 is that behaviour to within 1e-4, 0.9 what IRN's optimizer meant
-    momentum: float = num(0.0, ge=0, lt=1)
+    momentum: float = num(0.9, ge=0, lt=1)
     poly_power: float = num(0.9, ge=0)
     #: decoder: Adam with the same poly schedule
     decoder_lr: float = num(5e-4, gt=0)
     decoder_betas: list[float] = num([0.5, 0.999], ge=0, lt=1)
     #: DataLoader worker processes
     num_workers: int = num(0, ge=0)
-    #: devices to train on: 1 = this process; > 1 = DDP via torchrun (one process each)
-    devices: int = num(1, ge=1)
     #: mixed precision on CUDA (ignored on the CPU)
     amp: bool = True
     #: stop when a loss turns NaN or infinite (the last good checkpoint is kept)
     stop_on_nonfinite: bool = True
 
+    def check(self) -> None:
+        need(len(self.decoder_betas) == 2, "train_cam.decoder_betas", "need [beta1, beta2]")
+
 
 @dataclass
-class CamConfig:
-    """CAM inference (``eval_cam`` stage): IRN's multi-scale, flipped CAMs (:mod:`sslib.cam`)."""
+class EvalCamConfig:
+    """CAM inference and evaluation (``eval_cam`` stage): IRN's multi-scale, flipped CAMs
+    (:mod:`sslib.cam`) and a background-threshold sweep (:mod:`sslib.evaluate`)."""
 
     #: CAM files go to <out_dir>/<variant>/seed<seed>/<split>/<name>.npz
     out_dir: str = "artifacts/cams"
-    scales: list[float] = num([1.0, 0.5, 1.5, 2.0], gt=0)
+    scales: list[float] = num([1.0, 0.5], gt=0)
     flip: bool = True
     #: images per forward (only images of equal size are batched)
     batch_size: int = num(8, ge=1)
-    #: splits whose CAMs are made and evaluated (train = pseudo-label quality)
-    splits: list[str] = field(default_factory=lambda: ["train", "val"])
-
-
-@dataclass
-class EvaluateConfig:
-    """Background-threshold sweep of the CAMs (:mod:`sslib.evaluate`)."""
-
+    #: splits whose CAMs are made and evaluated: train / val mean data.train_split / data.val_split
+    #: (train = pseudo-label quality)
+    splits: list[Literal["train", "val"]] = field(default_factory=lambda: ["train", "val"])
     #: [start, stop, step] of the swept background thresholds
     thresholds: list[float] = num([0.05, 0.95, 0.05], ge=0, le=1)
     #: the one threshold used for every variant in the ablation table (SSC's cam_eval_thres: 0.2)
     fixed_threshold: float = num(0.2, ge=0, le=1)
 
+    def check(self) -> None:
+        need(len(self.scales) >= 1, "eval_cam.scales", "name at least one scale")
+        need(len(self.splits) >= 1 and len(set(self.splits)) == len(self.splits), "eval_cam.splits",
+             "name at least one split, each once")
+        t = self.thresholds
+        need(len(t) == 3 and t[0] <= t[1] and t[2] > 0, "eval_cam.thresholds",
+             "need [start, stop, step] with 0 <= start <= stop <= 1 and step > 0")
+        ths = thresholds_from(*t)
+        need(any(abs(x - self.fixed_threshold) < 1e-6 for x in ths), "eval_cam.fixed_threshold",
+             f"must be one of the swept thresholds {ths}")
+
 
 @dataclass
 class Params:
-    """The whole of params.yaml."""
+    """The whole of params.yaml: shared sections, the run matrix, then one section per stage."""
 
     data: DataConfig = field(default_factory=DataConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     superpixels: SuperpixelConfig = field(default_factory=SuperpixelConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    cam: CamConfig = field(default_factory=CamConfig)
-    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    runs: RunsConfig = field(default_factory=RunsConfig)
     #: defaults of every variant (the full SSC method)
     ssc: VariantConfig = field(default_factory=VariantConfig)
     #: ablation variants: name -> overrides of ``ssc`` (checked as VariantConfig)
@@ -313,6 +380,25 @@ class Params:
         "+asm": {"reconstruction": False},
         "ssc": {},
     })
+    train_cam: TrainCamConfig = field(default_factory=TrainCamConfig)
+    eval_cam: EvalCamConfig = field(default_factory=EvalCamConfig)
+
+    def check(self) -> None:
+        """Rules between sections (each section checked itself already)."""
+        d, s = self.data, self.synthetic
+        if d.dataset == "synthetic":
+            need(Path(d.root) == Path(s.out_dir), "data.root",
+                 f"with data.dataset = synthetic it must equal synthetic.out_dir ({s.out_dir!r}), got {d.root!r}")
+        for name in self.runs.variants:
+            need(name in self.variants, "runs.variants", f"{name!r} is not defined under variants")
+        for name in self.variants:
+            variant_config(self, name)  # types and ranges of variants.<name>.<key>
+
+
+def need(ok: bool, key: str, msg: str) -> None:
+    """Raise :class:`ConfigError` ``"<key>: <msg>"`` unless ``ok`` (for the sections' ``check``)."""
+    if not ok:
+        raise ConfigError(f"{key}: {msg}")
 
 
 def thresholds_from(start: float, stop: float, step: float) -> list[float]:
@@ -327,53 +413,6 @@ def variant_config(params: "Params", name: str) -> VariantConfig:
         raise ConfigError(f"variants.{name}: no such variant (known: {sorted(params.variants)})")
     merged = deep_merge(to_dict(params.ssc), params.variants[name] or {})
     return from_dict(VariantConfig, merged, f"variants.{name}")
-
-
-def _check_values(p: Params) -> None:
-    """Rules that tie several fields together (single-field ranges are declared with :func:`num`)."""
-    s = p.synthetic
-
-    def need(ok: bool, key: str, msg: str) -> None:
-        if not ok:
-            raise ConfigError(f"{key}: {msg}")
-
-    need(s.min_objects <= s.max_objects, "synthetic.min_objects", "need 1 <= min_objects <= max_objects")
-    need(len(s.scale_range) == 2 and s.scale_range[0] <= s.scale_range[1],
-         "synthetic.scale_range", "need [min, max] with 0 < min <= max <= 1")
-    sp = p.superpixels
-    need(len(sp.splits) >= 1, "superpixels.splits", "name at least one split")
-    d = p.data
-    if d.dataset == "synthetic":
-        need(Path(d.root) == Path(s.out_dir), "data.root",
-             f"with data.dataset = synthetic it must equal synthetic.out_dir ({s.out_dir!r}), got {d.root!r}")
-    need(d.sbd_root == "" or d.dataset == "voc", "data.sbd_root", "is only used with data.dataset = voc")
-    a = p.augment
-    need(len(a.resize_long) == 2 and a.resize_long[0] <= a.resize_long[1],
-         "augment.resize_long", "need [min, max] with 0 < min <= max")
-    m = p.model
-    for key, value in (("model.backbone_weights", m.backbone_weights), ("model.vgg_weights", m.vgg_weights)):
-        parts = Path(value).parts
-        need(Path(value).is_absolute() or not parts or parts[0] != "data", key,
-             f"{value!r} lies inside data/, which DVC tracks as a whole (data.dvc) and would swallow "
-             f"the file; put it under weights/ instead (e.g. weights/{Path(value).name})")
-    t = p.train
-    need(len(t.variants) >= 1, "train.variants", "name at least one variant")
-    for name in t.variants:
-        need(name in p.variants, "train.variants", f"{name!r} is not defined under variants")
-    need(len(set(t.variants)) == len(t.variants), "train.variants", "lists a variant twice")
-    need(len(t.seeds) >= 1 and len(set(t.seeds)) == len(t.seeds), "train.seeds",
-         "name at least one seed, each once")
-    need(len(t.decoder_betas) == 2, "train.decoder_betas", "need [beta1, beta2]")
-    c = p.cam
-    need(len(c.scales) >= 1, "cam.scales", "name at least one scale")
-    need(len(c.splits) >= 1, "cam.splits", "name at least one split")
-    e = p.evaluate
-    need(len(e.thresholds) == 3 and e.thresholds[0] <= e.thresholds[1] and e.thresholds[2] > 0,
-         "evaluate.thresholds", "need [start, stop, step] with 0 <= start <= stop <= 1 and step > 0")
-    need(any(abs(t - e.fixed_threshold) < 1e-6 for t in thresholds_from(*e.thresholds)),
-         "evaluate.fixed_threshold", f"must be one of the swept thresholds {thresholds_from(*e.thresholds)}")
-    for name in p.variants:
-        variant_config(p, name)  # types and ranges of variants.<name>.<key>
 
 
 # --------------------------------------------------------------------------- generic typed loading
@@ -467,7 +506,10 @@ def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
             full = f"{prefix}.{f.name}" if prefix else f.name
             kwargs[f.name] = _convert(data[f.name], hints[f.name], full)
             _check_range(f, kwargs[f.name], full)
-    return cls(**kwargs)
+    obj = cls(**kwargs)
+    if hasattr(obj, "check"):  # the section's own rules between its fields
+        obj.check()
+    return obj
 
 
 def to_dict(obj: Any) -> dict:
@@ -514,7 +556,120 @@ def load(path: str | Path | None = None, overrides: dict | None = None) -> Param
     merged = deep_merge(merged, overrides or {})
     try:
         params = from_dict(Params, merged)
-        _check_values(params)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
     return params
+
+
+# --------------------------------------------------------------------------- presets
+def _leaves(tree: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    """``[(dotted key, value), ...]`` of every non-mapping value in ``tree``."""
+    out = []
+    for k, v in tree.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        out += _leaves(v, key) if isinstance(v, dict) and v else [(key, v)]
+    return out
+
+
+def read_preset(preset: str | Path) -> dict:
+    """The overlay mapping of a preset file (``presets/voc.yaml``), ConfigError if unreadable."""
+    path = Path(preset)
+    try:
+        raw = read_yaml(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: preset file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return raw
+
+
+def apply_preset(preset: str | Path, params: str | Path = "params.yaml") -> Params:
+    """Write the keys of ``preset`` into the params file ``params`` (comments and order kept).
+
+    The merged result is validated first (unknown keys and bad values name the preset
+    file and the key); only then is ``params`` replaced, atomically. Returns the new params.
+    """
+    import io as _io
+
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    from .io import write_text
+
+    over, path = read_preset(preset), Path(params)
+    try:
+        merged = deep_merge(deep_merge(to_dict(Params()), read_yaml(path.read_text()) or {}), over)
+        result = from_dict(Params, merged)
+    except ConfigError as e:
+        raise ConfigError(f"{preset}: {e}") from None
+    rt = YAML()  # round trip: comments, order and flow style survive
+    rt.width = 4096
+    doc = rt.load(path.read_text())
+    for key, value in _leaves(over):
+        *parents, last = key.split(".")
+        node = doc
+        for p in parents:
+            if not isinstance(node.get(p), dict):
+                node[p] = CommentedMap()
+            node = node[p]
+        old = node.get(last)
+        if isinstance(value, list):
+            seq = CommentedSeq(value)
+            if not isinstance(old, CommentedSeq) or old.fa.flow_style():
+                seq.fa.set_flow_style()
+            value = seq
+        node[last] = value
+    buf = _io.StringIO()
+    rt.dump(doc, buf)
+    write_text(path, buf.getvalue())
+    return result
+
+
+def set_args(preset: str | Path) -> list[str]:
+    """``["-S", "data.dataset=voc", ...]``: the preset as ``dvc exp run`` arguments."""
+    def text(v: Any) -> str:  # YAML flow without spaces, so `$(...)` in a shell keeps each word whole
+        if isinstance(v, list):
+            return "[" + ",".join(text(x) for x in v) + "]"
+        return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
+
+    out = []
+    for key, value in _leaves(read_preset(preset)):
+        out += ["-S", f"{key}={text(value)}"]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sslib.config check`` / ``preset FILE [--as-set-args]``."""
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m sslib.config", description="Check params.yaml or apply a preset.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("check", help="validate params.yaml")
+    c.add_argument("--params", default="params.yaml")
+    p = sub.add_parser("preset", help="write a preset's keys into params.yaml (comments kept)")
+    p.add_argument("preset")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--as-set-args", action="store_true",
+                   help="print the preset as `dvc exp run -S key=value` arguments instead")
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "check":
+            load(args.params)
+            print(f"{args.params}: ok")
+        elif args.as_set_args:
+            print(" ".join(set_args(args.preset)))  # words without spaces: fit for `$(...)`
+        else:
+            apply_preset(args.preset, args.params)
+            print(f"{args.params}: applied {args.preset} (`git diff {args.params}` shows what changed)",
+                  file=sys.stderr)
+    except ConfigError as e:
+        print(f"config: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
