@@ -5,30 +5,35 @@
 # params.yaml, merged over `ssc`) with one seed: classification loss, plus the
 # CAM-driven reconstruction loss (`reconstruction`) and the superpixel alignment loss
 # (`alignment`) when the variant switches them on. The `train_cam` stage runs this
-# notebook once per variant and seed; see `sslib/train_cam.py` for the loop.
-# With `train.devices > 1` the training runs under `torchrun` in a subprocess.
+# notebook once per variant and seed; see `sslib/stages/train_cam.py` for the step and
+# `sslib/training.py` for the loop. With `runs.devices > 1` the training runs under `torchrun` in a subprocess.
 
 # %% tags=["parameters"]
 params_path = "params.yaml"  # relative to the project root
 variant = "ssc"  # a key of params.yaml's `variants`
 seed = 0
-train = {}  # overrides merged over params.yaml's `train` section
-model = {}  # overrides merged over params.yaml's `model` section
+# overrides merged over params.yaml, one dict per section this stage reads
+data = {}
+superpixels = {}
+augment = {}
+model = {}
+runs = {}
+ssc = {}
+variants = {}
+train_cam = {}
 
 # %%
-from sslib import config, notebook
+from sslib import config, notebook, paths
+from sslib.stages import train_cam as stage
 
-notebook.enter_project_root()
-params = config.load(params_path, overrides={"train": train, "model": model})
-params = notebook.route_outputs(params, "train_cam")  # run by hand: writes under scratch/
+params = notebook.setup("train_cam", params_path, data=data, superpixels=superpixels, augment=augment,
+                        model=model, runs=runs, ssc=ssc, variants=variants, train_cam=train_cam)
 settings = config.variant_config(params, variant)
 print(f"variant {variant!r}, seed {seed}")
 settings
 
 # %%
-from sslib import train_cam
-
-metrics = train_cam.run(params, variant, seed, params_path)
+metrics = stage.run(params, variant, seed)
 metrics
 
 # %% [markdown]
@@ -40,7 +45,7 @@ metrics
 import matplotlib.pyplot as plt
 import pandas as pd
 
-losses = pd.read_csv(train_cam.report_dir(variant, seed) / "losses.csv")
+losses = pd.read_csv(paths.train_reports(variant, seed) / paths.LOSSES)
 parts = [k for k in ("cls", "rec", "align") if losses[k].abs().sum() > 0]
 fig, axes = plt.subplots(1, len(parts) + 1, figsize=(3.2 * (len(parts) + 1), 2.8), squeeze=False)
 for ax, key in zip(axes[0], ["loss", *parts]):

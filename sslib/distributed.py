@@ -20,7 +20,7 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["torchrun_command", "launch", "launch_with_params", "init", "DistInfo", "pick_device"]
+__all__ = ["torchrun_command", "launch", "launch_with_params", "init", "DistInfo", "pick_device", "is_rank0", "barrier"]
 
 
 def pick_device(local_rank: int = 0) -> torch.device:
@@ -34,7 +34,7 @@ def torchrun_command(target: str, args: Sequence[str] = (), nproc_per_node: int 
                      node_rank: int = 0, rdzv_endpoint: str | None = None) -> list[str]:
     """The ``torchrun`` command line (as an argv list) for ``target``.
 
-    ``target`` is a module name (``sslib.train_cam``) or a path to a ``.py`` script.
+    ``target`` is a module name (``sslib.stages.train_cam``) or a path to a ``.py`` script.
     With ``nnodes == 1`` a free local port is used (``--standalone``).
     """
     if nproc_per_node < 1 or nnodes < 1:
@@ -75,6 +75,19 @@ def launch_with_params(target: str, params, args: Sequence[str] = (), nproc_per_
         launch(target, [*args, "--params", path], nproc_per_node, **kw)
     finally:
         os.unlink(path)
+
+
+def barrier() -> None:
+    """Wait for every process of the group (nothing to do in a single process)."""
+    import torch.distributed as dist
+
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def is_rank0() -> bool:
+    """True in a single process and in torchrun's rank 0 (read from the environment)."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 @dataclass(frozen=True)

@@ -28,11 +28,33 @@ from torch import Tensor
 
 from .cam import cam_path, load_cam
 from .config import thresholds_from
-from .io import DataError, write_json, write_text
+from .io import IGNORE_INDEX, DataError, write_text
 from .metrics import scores
 
-__all__ = ["thresholds_from", "cam_labels", "sweep_confusion", "evaluate_split", "summarize_sweep",
+__all__ = ["thresholds_from", "strongest_class", "threshold_labels", "cam_labels", "sweep_confusion", "evaluate_split", "summarize_sweep",
            "write_sweep_csv"]
+
+
+def strongest_class(high_res: Tensor, keys: Tensor) -> tuple[Tensor, Tensor]:
+    """Each pixel's largest CAM and its class: (K, ...) maps, (K,) 0-based class ids ->
+    ``(value, label)`` of shape (...), label 1..C (0 with K = 0, where every value is 0)."""
+    if high_res.shape[0] == 0:
+        zeros = torch.zeros(high_res.shape[1:], dtype=torch.long, device=high_res.device)
+        return zeros.float(), zeros
+    m, k = high_res.float().max(0)
+    return m, keys.to(high_res.device)[k] + 1
+
+
+def threshold_labels(value: Tensor, label: Tensor, threshold: float | Tensor) -> Tensor:
+    """The background-threshold rule, written once: ``label`` where ``value > threshold``,
+    else 0 (background; the constant background "map" wins ties).
+
+    ``value``, ``label``: (...) from :func:`strongest_class`. ``threshold``: a number, or a
+    (T,) tensor for T thresholds at once, giving (T, ...).
+    """
+    t = torch.as_tensor(threshold, dtype=value.dtype, device=value.device)
+    t = t.reshape(t.shape + (1,) * value.dim())
+    return torch.where(value > t, label, torch.zeros_like(label))
 
 
 def cam_labels(high_res: Tensor, keys: Tensor, threshold: float) -> Tensor:
@@ -40,14 +62,11 @@ def cam_labels(high_res: Tensor, keys: Tensor, threshold: float) -> Tensor:
 
     With K = 0 (no present class) everything is background.
     """
-    if high_res.shape[0] == 0:
-        return torch.zeros(high_res.shape[1:], dtype=torch.long, device=high_res.device)
-    m, k = high_res.max(0)
-    return torch.where(m > threshold, keys.to(high_res.device)[k] + 1, torch.zeros_like(k))
+    return threshold_labels(*strongest_class(high_res, keys), threshold)
 
 
 def sweep_confusion(high_res: Tensor, keys: Tensor, gt: Tensor, thresholds: Sequence[float],
-                    num_classes: int, ignore_index: int = 255) -> Tensor:
+                    num_classes: int, ignore_index: int = IGNORE_INDEX) -> Tensor:
     """Confusion matrices of one image at every threshold.
 
     Args:
@@ -65,14 +84,8 @@ def sweep_confusion(high_res: Tensor, keys: Tensor, gt: Tensor, thresholds: Sequ
     g = gt[valid].long()
     th = torch.as_tensor(list(thresholds), dtype=torch.float32, device=dev)
     t = len(th)
-    if high_res.shape[0] == 0:
-        m = torch.zeros_like(g, dtype=torch.float32)
-        cls = torch.zeros_like(g)
-    else:
-        mx, k = high_res.to(dev).float().max(0)
-        m, cls = mx[valid], keys.to(dev)[k[valid]] + 1
-    fg = m[None, :] > th[:, None]                                   # (T, P): predicted foreground
-    pred = torch.where(fg, cls[None, :], torch.zeros_like(cls)[None, :])
+    value, label = strongest_class(high_res.to(dev), keys)
+    pred = threshold_labels(value[valid], label[valid], th)         # (T, P)
     idx = torch.arange(t, device=dev)[:, None] * (n * n) + g[None, :] * n + pred
     return torch.bincount(idx.flatten(), minlength=t * n * n).reshape(t, n, n)
 
@@ -153,8 +166,3 @@ def write_sweep_csv(path: str | Path, summaries: dict[str, dict[str, Any]]) -> N
         w.writerow([f"{t:g}", *("" if summaries[s]["miou_per_threshold"][i] is None
                                 else f"{summaries[s]['miou_per_threshold'][i]:.5f}" for s in splits)])
     write_text(path, buf.getvalue())
-
-
-def write_metrics(path: str | Path, metrics: dict[str, Any]) -> None:
-    """JSON metrics file (atomically)."""
-    write_json(path, metrics)

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 __all__ = [
+    "IGNORE_INDEX",
     "DataError", "atomic_path", "remove_stale_temps", "TEMP_GLOB", "write_bytes", "write_text", "write_json", "save_png",
     "save_jpeg", "save_npz", "read_rgb", "read_png_labels", "read_lines", "voc_palette",
 ]
@@ -51,6 +52,8 @@ def voc_palette() -> np.ndarray:
     return pal.astype(np.uint8)
 
 
+#: the label of "not labelled" pixels in every mask (VOC's boundary band; not a class)
+IGNORE_INDEX = 255
 #: the names of atomic_path's temporary files (also in .dvcignore)
 TEMP_GLOB = ".*.tmp-*"
 

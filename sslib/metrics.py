@@ -23,6 +23,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .io import IGNORE_INDEX
+
 __all__ = ["confusion_matrix", "scores", "scores_table"]
 
 
@@ -31,7 +33,7 @@ def _is_torch(x: Any) -> bool:
     return torch is not None and isinstance(x, torch.Tensor)
 
 
-def confusion_matrix(pred, gt, num_classes: int, ignore_index: int = 255):
+def confusion_matrix(pred, gt, num_classes: int, ignore_index: int = IGNORE_INDEX):
     """(K, K) int64 confusion matrix: ``conf[g, p]`` = number of pixels with ground truth
     ``g`` predicted as ``p``.
 

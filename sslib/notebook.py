@@ -8,11 +8,11 @@ Each notebook lives twice under ``notebooks/``:
 * ``NN_name.ipynb``: the same cells with outputs stripped, for JupyterLab. Jupytext
   pairs the two (``notebooks/jupytext.toml``), so saving one rewrites the other.
 
-``python -m sslib.notebook run notebooks/01_synthesize.py`` converts the source
+``python -m sslib.notebook run notebooks/00_synthesize.py`` converts the source
 in memory, executes it with papermill from the project root (the folder holding
 params.yaml), and writes the executed copy atomically to
-``reports/notebooks/01_synthesize.ipynb``. A failed run leaves its partial copy at
-``reports/notebooks/01_synthesize.failed.ipynb`` and no file under the final name.
+``reports/notebooks/00_synthesize.ipynb``. A failed run leaves its partial copy at
+``reports/notebooks/00_synthesize.failed.ipynb`` and no file under the final name.
 The executed copy keeps what the cells showed but not when they ran (papermill's
 timestamps and durations, progress bars and other stderr output are left out), so
 rerunning a stage that computes the same results writes the same notebook.
@@ -36,45 +36,43 @@ import sys
 from pathlib import Path
 
 from sslib import paths
-from sslib.config import Params, project_root, read_yaml
+from sslib.config import Params, load, project_root, read_yaml
 
-__all__ = ["read_source", "run", "sync", "check", "enter_project_root", "route_outputs", "REPORT_DIR",
-           "STAGE_OUT_DIRS"]
+__all__ = ["read_source", "run", "sync", "check", "setup", "route_outputs"]
 
-#: the params key (section, field) of the artifacts folder each notebook stage writes
-STAGE_OUT_DIRS = {"synthesize": ("synthetic", "out_dir"), "superpixels": ("superpixels", "out_dir"),
-                  "train_cam": ("train", "out_dir"), "eval_cam": ("cam", "out_dir")}
 #: the kernel's own log (e.g. "KeyboardInterrupt caught in kernel" when papermill shuts it
 #: down) is not the notebook's output: only critical kernel errors reach the console
 _KERNEL_ARGS = ["--IPKernelApp.log_level=CRITICAL"]
 
-REPORT_DIR = Path("reports") / "notebooks"
 
+def setup(stage: str, params_path: str | Path = "params.yaml", **overrides: dict) -> Params:
+    """The first call of every notebook: the params its stage runs with.
 
-def enter_project_root() -> Path:
-    """chdir to the project root (the folder holding params.yaml) and return it.
-
-    Notebooks call this first, so they read and write the same relative paths whether
-    papermill runs them from the root or JupyterLab opens them in ``notebooks/``.
+    Makes the project root the working directory (so a notebook opened in ``notebooks/``
+    reads and writes the same relative paths as under papermill), loads ``params_path``
+    with ``overrides`` (one dict per section, e.g. ``train_cam={"epochs": 1}``, from the
+    notebook's parameters cell) merged over it, and routes the stage's outputs
+    (:func:`route_outputs`).
     """
-    root = project_root()
-    os.chdir(root)
-    return root
+    path = paths.enter_root(params_path)
+    params = load(path, overrides={k: v for k, v in overrides.items() if v})
+    return route_outputs(params, stage)
 
 
 def route_outputs(params: Params, stage: str) -> Params:
     """``params`` for notebook stage ``stage``: unchanged under the pipeline, else redirected.
 
     Run by ``dvc repro`` (``SSC_PIPELINE=1``), the stage writes its usual outputs. Run by
-    hand, its artifacts folder (:data:`STAGE_OUT_DIRS`) becomes ``scratch/<folder>`` and its
-    reports go under ``scratch/reports/``; everything it reads from other stages stays.
+    hand, its artifacts folder (:data:`sslib.paths.STAGE_OUT_DIRS`) becomes
+    ``scratch/<folder>`` and its reports go under ``scratch/reports/``; everything it reads
+    from other stages stays.
     """
     if paths.in_pipeline():
         return params
     paths.redirect_to_scratch(stage)
     where = [str(paths.reports(stage))]
-    if stage in STAGE_OUT_DIRS:
-        section, key = STAGE_OUT_DIRS[stage]
+    if stage in paths.STAGE_OUT_DIRS:
+        section, key = paths.STAGE_OUT_DIRS[stage]
         old = Path(getattr(getattr(params, section), key))
         new = str(paths.SCRATCH / (old.relative_to(old.anchor) if old.is_absolute() else old))
         params = dataclasses.replace(params, **{section: dataclasses.replace(getattr(params, section), **{key: new})})
@@ -114,7 +112,7 @@ def run(source: str | Path, output: str | Path | None = None, parameters: dict |
 
     source = Path(source).resolve()
     root = project_root(source.parent)
-    output = Path(output) if output else root / REPORT_DIR / f"{source.stem}.ipynb"
+    output = Path(output) if output else root / paths.notebook(source.stem)
     output = output if output.is_absolute() else root / output
     output.parent.mkdir(parents=True, exist_ok=True)
     failed = output.with_suffix(".failed.ipynb")

@@ -1,18 +1,29 @@
-"""Where the stages write, and where a stage run by hand writes instead.
+"""Every path the stages write or read from each other, built in one place.
 
-Every path in params.yaml and under ``reports/`` is relative to the project root (the
-folder holding params.yaml). The command-line entry points make it the working
-directory first (:func:`enter_root`), so ``python -m sslib.data.prepare`` run from
-``notebooks/`` reads and writes the same files as from the root.
+Library modules never build output paths; stages, notebooks, tests and ``dvc.yaml``
+(checked by tests/test_paths.py) all agree with the functions here.
+
+**Layout.** The artifacts folders are params.yaml keys (``synthetic.out_dir``,
+``data.prepared_dir``, ``superpixels.out_dir``, ``train_cam.out_dir``,
+``eval_cam.out_dir``), because ``dvc.yaml`` interpolates them. What goes to git
+(metrics, plots, tables, figures) lives under the fixed :data:`REPORTS` root, which
+DVC's ``metrics``/``plots`` entries and the README name. A per-run stage (``train_cam``,
+``eval_cam``) writes ``<variant>/seed<seed>/`` under each of its folders, and its executed
+notebook to ``reports/notebooks/<stage>/<variant>-seed<seed>.ipynb``.
+
+Every path is relative to the project root (the folder holding params.yaml). The
+command-line entry points make it the working directory first (:func:`enter_root`), so
+``python -m sslib.stages.prepare`` run from ``notebooks/`` reads and writes the same files.
 
 **Interactive runs write to scratch/.** ``dvc repro`` runs a notebook through
 ``python -m sslib.notebook run``, which sets ``SSC_PIPELINE=1``. A notebook run any
 other way (JupyterLab, ``papermill``, ``jupyter nbconvert --execute``) is an
 experiment: its stage's outputs (the artifacts folder named in params.yaml and its
-files under ``reports/``) go under ``scratch/`` instead (:func:`redirect_to_scratch`),
-so it never overwrites what the pipeline made, while it still reads the pipeline's
-outputs of the other stages. The redirected stages are kept in the ``SSC_SCRATCH_STAGES``
-environment variable, which ``torchrun`` children inherit.
+files under ``reports/``) go under ``scratch/`` instead (:func:`redirect_to_scratch`,
+called by :func:`sslib.notebook.route_outputs`), so it never overwrites what the
+pipeline made, while it still reads the pipeline's outputs of the other stages. The
+redirected stages are kept in the ``SSC_SCRATCH_STAGES`` environment variable, which
+``torchrun`` children inherit.
 
 **Timings** are machine-dependent, so they are kept apart from the results that must
 reproduce: ``reports/timings/<stage>/<run>.json`` (gitignored, not a DVC output).
@@ -22,19 +33,32 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .config import ConfigError, project_root
+from .config import ConfigError, Params, project_root
 
 __all__ = ["REPORTS", "SCRATCH", "PIPELINE_ENV", "SCRATCH_ENV", "in_pipeline", "redirect_to_scratch",
-           "scratch_stages", "reports", "timings_path", "enter_root"]
+           "scratch_stages", "reports", "timings", "enter_root", "run_name", "run_subdir", "train_dir",
+           "checkpoint", "model", "train_reports", "cam_dir", "eval_reports", "eval_root", "notebook",
+           "figure", "data_stats", "ablation_table", "ablation_markdown", "ablation_sweep", "stage_outputs",
+           "STAGE_OUT_DIRS", "NOTEBOOK_DIR"]
 
 REPORTS = Path("reports")
 SCRATCH = Path("scratch")
+NOTEBOOK_DIR = REPORTS / "notebooks"
 #: set to 1 by ``python -m sslib.notebook run`` (what dvc.yaml runs)
 PIPELINE_ENV = "SSC_PIPELINE"
 #: comma-separated stages whose outputs go under scratch/ in this process and its children
 SCRATCH_ENV = "SSC_SCRATCH_STAGES"
+#: the params key (section, field) of the artifacts folder each stage writes
+STAGE_OUT_DIRS = {"synthesize": ("synthetic", "out_dir"), "prepare": ("data", "prepared_dir"),
+                  "superpixels": ("superpixels", "out_dir"), "train_cam": ("train_cam", "out_dir"),
+                  "eval_cam": ("eval_cam", "out_dir")}
+
+# file names inside a run's folders
+CHECKPOINT, MODEL = "checkpoint.pt", "model.pt"
+LOSSES, METRICS, SWEEP = "losses.csv", "metrics.json", "sweep.csv"
 
 
+# --------------------------------------------------------------------------- pipeline or scratch
 def in_pipeline() -> bool:
     """True when this process runs a stage for the pipeline (``SSC_PIPELINE=1``)."""
     return os.environ.get(PIPELINE_ENV) == "1"
@@ -51,19 +75,120 @@ def redirect_to_scratch(stage: str) -> None:
 
 
 def reports(stage: str) -> Path:
-    """The reports root for files that ``stage`` writes (or that others read from it).
-
-    ``reports`` normally; ``scratch/reports`` when ``stage`` was redirected. The caller
-    appends the rest, e.g. ``reports("train_cam") / "train_cam" / variant / "seed0"``.
-    """
+    """The reports root of files that ``stage`` writes: ``reports``, or ``scratch/reports``
+    when ``stage`` was redirected."""
     return SCRATCH / REPORTS if stage in scratch_stages() else REPORTS
 
 
-def timings_path(stage: str, run: str) -> Path:
+def timings(stage: str, run: str) -> Path:
     """``<reports(stage)>/timings/<stage>/<run>.json``: wall-clock times of one run."""
     return reports(stage) / "timings" / stage / f"{run}.json"
 
 
+# --------------------------------------------------------------------------- per-run stages
+def run_name(variant: str, seed: int) -> str:
+    """``<variant>-seed<seed>``: one run's name in DVC (``train_cam@ssc-0``'s notebook) and timings."""
+    return f"{variant}-seed{seed}"
+
+
+def run_subdir(variant: str, seed: int) -> Path:
+    """``<variant>/seed<seed>``: one run's folder under each of its stage's folders."""
+    return Path(variant) / f"seed{seed}"
+
+
+def train_dir(params: Params, variant: str, seed: int) -> Path:
+    """``<train_cam.out_dir>/<variant>/seed<seed>``: checkpoint and final weights of one run."""
+    return Path(params.train_cam.out_dir) / run_subdir(variant, seed)
+
+
+def checkpoint(params: Params, variant: str, seed: int) -> Path:
+    return train_dir(params, variant, seed) / CHECKPOINT
+
+
+def model(params: Params, variant: str, seed: int) -> Path:
+    """The trained CAM network of one run (written when its training has finished)."""
+    return train_dir(params, variant, seed) / MODEL
+
+
+def train_reports(variant: str, seed: int) -> Path:
+    """``reports/train_cam/<variant>/seed<seed>``: ``losses.csv`` (DVC plots), ``metrics.json``."""
+    return reports("train_cam") / "train_cam" / run_subdir(variant, seed)
+
+
+def cam_dir(params: Params, variant: str, seed: int) -> Path:
+    """``<eval_cam.out_dir>/<variant>/seed<seed>``: the CAM files of one run (a folder per split)."""
+    return Path(params.eval_cam.out_dir) / run_subdir(variant, seed)
+
+
+def eval_root() -> Path:
+    """``reports/eval_cam``: the per-run CAM results (``<variant>/seed<seed>/``)."""
+    return reports("eval_cam") / "eval_cam"
+
+
+def eval_reports(variant: str, seed: int) -> Path:
+    """``reports/eval_cam/<variant>/seed<seed>``: ``metrics.json``, ``sweep.csv``."""
+    return eval_root() / run_subdir(variant, seed)
+
+
+# --------------------------------------------------------------------------- reports
+def notebook(stem: str, stage: str | None = None, run: str | None = None) -> Path:
+    """The executed copy of notebook ``stem``: ``reports/notebooks/<stem>.ipynb``, or for a
+    per-run stage ``reports/notebooks/<stage>/<run>.ipynb``."""
+    return NOTEBOOK_DIR / stage / f"{run}.ipynb" if run is not None else NOTEBOOK_DIR / f"{stem}.ipynb"
+
+
+def figure(stage: str, name: str) -> Path:
+    """``reports/figures/<name>.png``, a figure written by ``stage``."""
+    return reports(stage) / "figures" / f"{name}.png"
+
+
+def data_stats() -> Path:
+    """``reports/data_stats.json``: the ``data_report`` stage's DVC metrics."""
+    return reports("data_report") / "data_stats.json"
+
+
+def ablation_table(suffix: str = "csv") -> Path:
+    """``reports/ablation.csv`` (or ``.md`` with ``suffix="md"``)."""
+    return reports("ablation") / f"ablation.{suffix}"
+
+
+def ablation_markdown() -> Path:
+    return ablation_table("md")
+
+
+def ablation_sweep(split: str) -> Path:
+    """``reports/ablation/sweep_<split>.csv`` (``split``: ``train`` or ``val``): a DVC plot."""
+    return reports("ablation") / "ablation" / f"sweep_{split}.csv"
+
+
+#: the figures each stage writes (names for :func:`figure`)
+FIGURES = {"data_report": ["data_samples"], "ablation": ["ablation_sweep", "ablation_per_class", "ablation_cams"]}
+
+
+def stage_outputs(params: Params, stage: str, variant: str | None = None, seed: int | None = None,
+                  notebook_stem: str | None = None) -> list[Path]:
+    """Every output of one stage (of one run, for a per-run stage), as dvc.yaml declares them
+    (outs, metrics and plots). ``notebook_stem``: the stage's notebook, if it has one."""
+    out: list[Path] = []
+    if stage in STAGE_OUT_DIRS:
+        section, key = STAGE_OUT_DIRS[stage]
+        folder = Path(getattr(getattr(params, section), key))
+        out.append(folder / run_subdir(variant, seed) if variant is not None else folder)
+    if notebook_stem is not None:
+        out.append(notebook(notebook_stem, stage, run_name(variant, seed) if variant is not None else None))
+    if stage == "data_report":
+        out += [data_stats()]
+    if stage == "train_cam":
+        out += [train_reports(variant, seed) / METRICS, train_reports(variant, seed) / LOSSES]
+    if stage == "eval_cam":
+        out += [eval_reports(variant, seed) / METRICS, eval_reports(variant, seed) / SWEEP]
+    if stage == "ablation":
+        out += [ablation_markdown(), ablation_table(), *(ablation_sweep(s) for s in params.eval_cam.splits)]
+    out += [figure(stage, name) for name in FIGURES.get(stage, [])]
+    return out
+
+
+# --------------------------------------------------------------------------- entry points
 def enter_root(params: str | Path | None = None) -> Path:
     """Make the project root the working directory; return the params file's absolute path.
 

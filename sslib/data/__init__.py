@@ -6,10 +6,6 @@
 See :mod:`sslib.data.base` for the sample dict, :mod:`sslib.data.voc` and
 :mod:`sslib.data.coco` for the on-disk layouts, and :mod:`sslib.data.prepare` for the
 label cache every data set reads.
-
-``prepare`` (``from sslib.data import prepare``) is the module :mod:`sslib.data.prepare`,
-made callable: ``prepare(data_cfg)`` calls :func:`sslib.data.prepare.prepare`. It is
-imported on first use, so ``python -m sslib.data.prepare`` runs it exactly once.
 """
 from __future__ import annotations
 
@@ -23,7 +19,7 @@ from .transforms import EvalTransform, TrainTransform, build_train_transform
 from .voc import VOC_CLASSES, VOCDataset, synthetic_classes, voc_palette
 
 __all__ = [
-    "SegDataset", "VOCDataset", "COCODataset", "build_dataset", "dataset_classes", "prepare",
+    "SegDataset", "VOCDataset", "COCODataset", "build_dataset", "dataset_classes", "split_name",
     "TrainTransform", "EvalTransform", "build_train_transform", "VOC_CLASSES", "COCO_CLASSES",
     "voc_palette",
 ]
@@ -53,10 +49,8 @@ def build_dataset(data_cfg: DataConfig, split: str, *, transform: Callable | Non
     return VOCDataset(data_cfg.root, split, classes=dataset_classes(data_cfg), **kw)
 
 
-def __getattr__(name: str):
-    """Lazy ``sslib.data.prepare`` (see the module docstring)."""
-    if name == "prepare":
-        import importlib
-
-        return importlib.import_module(".prepare", __name__)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def split_name(data_cfg: DataConfig, key: str) -> str:
+    """``"train"`` / ``"val"`` -> ``data.train_split`` / ``data.val_split`` (e.g. ``train_aug``)."""
+    if key not in ("train", "val"):
+        raise ValueError(f"split key must be 'train' or 'val', got {key!r}")
+    return data_cfg.train_split if key == "train" else data_cfg.val_split

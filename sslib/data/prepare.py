@@ -1,7 +1,7 @@
-"""The ``prepare`` stage: image-level labels, split lists and (VOC + SBD) train_aug masks.
+"""Image-level labels, split lists and (VOC + SBD) train_aug masks (the library behind the
+``prepare`` stage, :mod:`sslib.stages.prepare`).
 
-``python -m sslib.data.prepare [--params params.yaml]`` reads the ``data`` section and
-writes into ``data.prepared_dir``::
+:func:`prepare` reads a ``data`` section and writes into ``data.prepared_dir``::
 
     labels.json                 {"classes": [C names], "labels": {name: [0-based class
                                 indices present in its mask]}} for every image of every list
@@ -31,11 +31,7 @@ lists and masks are removed last).
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import sys
-import types
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable, NamedTuple, Sequence
@@ -44,13 +40,12 @@ import numpy as np
 from PIL import Image
 
 from ..config import ConfigError, DataConfig
-from ..io import DataError, read_lines, read_png_labels, remove_stale_temps, save_png, write_json, write_text
+from ..io import IGNORE_INDEX, DataError, read_lines, read_png_labels, remove_stale_temps, save_png, write_json, write_text
 from . import coco, voc
 from .base import LABELS_NAME, check_images_exist, list_stems
 
-__all__ = ["prepare", "read_sbd_mat", "main", "IGNORE", "PARALLEL_MIN_IMAGES"]
+__all__ = ["prepare", "read_sbd_mat", "PARALLEL_MIN_IMAGES"]
 
-IGNORE = 255
 #: below this many images the work runs in this process (pool start-up is not worth it)
 PARALLEL_MIN_IMAGES = 2000
 AUG_DIR = "SegmentationClassAug"
@@ -114,10 +109,10 @@ def _process(task: _Task) -> list[int]:
     if mask.shape != hw:
         raise DataError(f"{task.mask}: mask has shape {mask.shape}, its image {task.image} {hw}")
     values = np.flatnonzero(np.bincount(mask.ravel())) if mask.min(initial=0) >= 0 else np.unique(mask)
-    bad = values[(values < 0) | ((values > task.num_classes) & (values != IGNORE))]
+    bad = values[(values < 0) | ((values > task.num_classes) & (values != IGNORE_INDEX))]
     if bad.size:
         raise DataError(f"{task.mask}: mask values {bad[:5].tolist()} are neither classes "
-                        f"0..{task.num_classes} nor {IGNORE} (ignore)")
+                        f"0..{task.num_classes} nor {IGNORE_INDEX} (ignore)")
     if task.out is not None:
         save_png(task.out, mask.astype(np.uint8), palette=voc.voc_palette())
     return [int(v) - 1 for v in values if 1 <= v <= task.num_classes]
@@ -330,41 +325,3 @@ def prepare(data_cfg: DataConfig, progress: bool = True, *, workers: int | None 
     write_json(prepared / "summary.json", summary)
     _remove_stale(prepared, plan.lists, plan.aug_names)
     return summary
-
-
-# --------------------------------------------------------------------------- CLI
-def main(argv: Sequence[str] | None = None) -> int:
-    from .. import config, paths
-
-    ap = argparse.ArgumentParser(prog="python -m sslib.data.prepare", description=__doc__.split("\n")[0])
-    ap.add_argument("--params", default=None, help="params.yaml (default: the project's)")
-    ap.add_argument("--workers", type=int, default=None, help="processes (default: automatic)")
-    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
-    args = ap.parse_args(argv)
-    try:
-        params = config.load(paths.enter_root(args.params))
-        summary = prepare(params.data, progress=not args.no_progress, workers=args.workers)
-    except (DataError, ConfigError) as e:
-        print(f"prepare: error: {e}", file=sys.stderr)
-        return 1
-    print(json.dumps({"dataset": summary["dataset"], "images": summary["images"],
-                      "prepared_dir": params.data.prepared_dir}))
-    return 0
-
-
-class _CallableModule(types.ModuleType):
-    """``sslib.data.prepare`` is this module, and calling it calls :func:`prepare`.
-
-    So ``from sslib.data import prepare; prepare(cfg)`` works while the package does not
-    import this module eagerly (which would make ``python -m sslib.data.prepare`` warn),
-    and the module and the function never shadow each other.
-    """
-
-    def __call__(self, data_cfg: DataConfig, progress: bool = True, *, workers: int | None = None) -> dict:
-        return prepare(data_cfg, progress, workers=workers)
-
-
-sys.modules[__name__].__class__ = _CallableModule
-
-if __name__ == "__main__":
-    sys.exit(main())

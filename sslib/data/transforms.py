@@ -25,16 +25,16 @@ import torch
 from PIL import Image
 
 from ..config import AugmentConfig
+from ..io import IGNORE_INDEX
 
 __all__ = [
-    "IMAGENET_MEAN", "IMAGENET_STD", "IGNORE_INDEX", "normalize", "TrainTransform",
+    "IMAGENET_MEAN", "IMAGENET_STD", "normalize", "TrainTransform",
     "EvalTransform", "build_train_transform",
 ]
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 #: mask value of pixels without a label (VOC boundaries, crop padding)
-IGNORE_INDEX = 255
 
 
 def normalize(image: np.ndarray) -> np.ndarray:

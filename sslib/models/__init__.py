@@ -9,7 +9,7 @@
 """
 from __future__ import annotations
 
-from .cam_net import CAMNet, DRSBottleneck, drs
+from .cam_net import CAMNet, DRSBottleneck, drs, load_trained
 from .decoder import Decoder, LayerNorm2d
 from .perceptual import (
     VGG_LAYER_INDICES, VGG_LAYER_NAMES, VGG_LAYER_WEIGHTS, PerceptualLoss, ReconstructionLoss,
@@ -18,7 +18,7 @@ from .perceptual import (
 from .weights import WeightsError, load_weights
 
 __all__ = [
-    "CAMNet", "DRSBottleneck", "drs", "Decoder", "LayerNorm2d", "PerceptualLoss", "ReconstructionLoss",
+    "CAMNet", "DRSBottleneck", "drs", "load_trained", "Decoder", "LayerNorm2d", "PerceptualLoss", "ReconstructionLoss",
     "build_reconstruction_loss", "tanh_to_imagenet", "imagenet_to_tanh", "VGG_LAYER_INDICES",
     "VGG_LAYER_NAMES", "VGG_LAYER_WEIGHTS", "WeightsError", "load_weights",
 ]

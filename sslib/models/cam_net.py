@@ -18,6 +18,7 @@ As in the official SSC code (IRN's ``resnet50_cam`` with SSC's ``resnet50_drs``)
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -27,7 +28,7 @@ from torchvision.models.resnet import Bottleneck
 
 from .weights import BACKBONE_KEY, RESNET50_FILES, load_weights
 
-__all__ = ["CAMNet", "DRSBottleneck", "drs"]
+__all__ = ["CAMNet", "DRSBottleneck", "drs", "load_trained"]
 
 
 def drs(x: Tensor, delta: float) -> Tensor:
@@ -185,3 +186,37 @@ class CAMNet(nn.Module):
         """(N, 3, H, W) -> (scores (N, C), cams (N, C, H/16, W/16)); scores = GAP(cams)."""
         cams = self.classifier(self.features(x))
         return cams.mean(dim=(2, 3)), cams
+
+
+def load_trained(path: str | Path, drs_delta: float, device: torch.device | str = "cpu"):
+    """A trained run's CAM network (eval mode), its decoder (or None) and its classes.
+
+    ``path`` is the ``model.pt`` the ``train_cam`` stage writes (``{"net", "decoder",
+    "classes", ...}``), read with ``weights_only=True``. The stored weights replace the
+    initialisation, so no ImageNet file is needed here.
+
+    Returns:
+        ``(net, decoder, classes)``. Raises :class:`sslib.io.DataError` naming ``path`` if
+        it is missing.
+    """
+    import warnings
+
+    from ..io import DataError
+    from .decoder import Decoder
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no trained model (run the train_cam stage first)")
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    classes = list(ck["classes"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "random init" warnings: the weights come next
+        net = CAMNet(len(classes), drs_delta=drs_delta, weights="none", frozen_stages=0, bn_eval=False)
+    net.load_state_dict(ck["net"])
+    net.to(device).eval()
+    decoder = None
+    if ck.get("decoder") is not None:
+        decoder = Decoder(len(classes))
+        decoder.load_state_dict(ck["decoder"])
+        decoder.to(device).eval()
+    return net, decoder, classes

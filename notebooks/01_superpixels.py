@@ -13,24 +13,17 @@ data = {}  # overrides merged over params.yaml's `data` section
 superpixels = {}  # overrides merged over params.yaml's `superpixels` section
 
 # %%
-from sslib import config, notebook
+from sslib import notebook
+from sslib.stages import superpixels as stage
 
-notebook.enter_project_root()
-params = config.load(params_path, overrides={"data": data, "superpixels": superpixels})
-params = notebook.route_outputs(params, "superpixels")  # run by hand: writes under scratch/
+params = notebook.setup("superpixels", params_path, data=data, superpixels=superpixels)  # by hand: scratch/
 cfg = params.superpixels
 cfg
 
 # %%
-from sslib import superpixels as sp
-from sslib.data import build_dataset
-
-items = {}
-for split in cfg.splits:
-    ds = build_dataset(params.data, split, with_mask=False)
-    items.update((name, ds.image_path(name)) for name in ds.names)
+items = stage.images(params)
 print(f"{len(items)} images in splits {cfg.splits}")
-stats = sp.precompute(sorted(items.items()), cfg.out_dir, cfg, workers=cfg.workers)
+stats = stage.run(params)
 stats
 
 # %% [markdown]
@@ -41,6 +34,7 @@ stats
 import matplotlib.pyplot as plt
 import numpy as np
 
+from sslib import superpixels as sp
 from sslib.io import read_rgb
 
 names = sorted(items)[:4]

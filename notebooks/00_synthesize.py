@@ -13,18 +13,15 @@ params_path = "params.yaml"  # relative to the project root
 synthetic = {}  # overrides merged over params.yaml's `synthetic` section
 
 # %%
-from sslib import config, notebook
+from sslib import notebook
+from sslib.stages import synthesize
 
-notebook.enter_project_root()
-params = config.load(params_path, overrides={"synthetic": synthetic})
-params = notebook.route_outputs(params, "synthesize")  # run by hand: writes under scratch/
+params = notebook.setup("synthesize", params_path, synthetic=synthetic)  # run by hand: writes under scratch/
 cfg = params.synthetic
 cfg
 
 # %%
-from sslib.data import synthetic as syn
-
-summary = syn.generate(cfg)
+summary = synthesize.run(params)
 summary
 
 # %% [markdown]
@@ -37,6 +34,8 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import seaborn as sns
+
+from sslib.data import synthetic as syn
 
 meta = json.loads(Path(cfg.out_dir, "meta.json").read_text())
 table = syn.summarize(meta)

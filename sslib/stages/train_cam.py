@@ -27,21 +27,19 @@ Losses are accumulated on the device and read back every ``LOG_EVERY`` steps (fo
 progress bar and the finiteness check) and at the end of each epoch, not every step.
 
 Run it from a notebook (:func:`run`, which launches ``torchrun`` when
-``train.devices > 1``) or from the shell::
+``runs.devices > 1``) or from the shell::
 
-    python -m sslib.train_cam --variant ssc --seed 0
-    torchrun --nproc-per-node 4 -m sslib.train_cam --variant ssc --seed 0
+    python -m sslib.stages.train_cam --variant ssc --seed 0
+    torchrun --nproc-per-node 4 -m sslib.stages.train_cam --variant ssc --seed 0
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import hashlib
 import io
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -52,18 +50,15 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from . import distributed, paths
-from .config import ConfigError, Params, TrainConfig, VariantConfig, load, to_dict, variant_config
-from .io import DataError, atomic_path, remove_stale_temps, write_json, write_text
+from .. import distributed, paths
+from ..config import ConfigError, Params, VariantConfig, to_dict, variant_config
+from ..io import atomic_path, remove_stale_temps, write_json, write_text
+from . import common
 
-__all__ = ["run", "train_cam", "run_dir", "report_dir", "NonFiniteLossError", "poly_lr", "LOG_EVERY"]
+__all__ = ["run", "train_cam", "NonFiniteLossError", "poly_lr", "LOG_EVERY"]
 
 #: steps between reading the running losses back from the device
 LOG_EVERY = 10
-CHECKPOINT = "checkpoint.pt"
-MODEL = "model.pt"
-LOSSES = "losses.csv"
-METRICS = "metrics.json"
 _FIELDS = ["epoch", "step", "lr", "loss", "cls", "rec", "align"]
 
 
@@ -71,19 +66,9 @@ class NonFiniteLossError(RuntimeError):
     """A training loss became NaN or infinite."""
 
 
-def run_dir(train_cfg: TrainConfig, variant: str, seed: int) -> Path:
-    """``<train.out_dir>/<variant>/seed<seed>``: checkpoint and final weights of one run."""
-    return Path(train_cfg.out_dir) / variant / f"seed{seed}"
-
-
-def report_dir(variant: str, seed: int) -> Path:
-    """``reports/train_cam/<variant>/seed<seed>``: losses.csv (DVC plots) and metrics.json."""
-    return paths.reports("train_cam") / "train_cam" / variant / f"seed{seed}"
-
-
 def timings_path(variant: str, seed: int) -> Path:
     """Wall-clock seconds of one run: ``{"epoch_s": [...], "train_time_s", "images_per_s"}``."""
-    return paths.timings_path("train_cam", f"{variant}-seed{seed}")
+    return paths.timings("train_cam", paths.run_name(variant, seed))
 
 
 def poly_lr(base: float, step: int, max_step: int, power: float) -> float:
@@ -148,8 +133,8 @@ class _Parts:
 
 def _fingerprint(params: Params, variant: str, seed: int, v: VariantConfig) -> dict:
     """What a checkpoint must agree with to be resumed (not the output paths or worker count)."""
-    t = to_dict(params.train)
-    for k in ("out_dir", "variants", "seeds", "num_workers", "devices"):
+    t = to_dict(params.train_cam)
+    for k in ("out_dir", "num_workers"):
         t.pop(k)
     inputs = {}  # the data a run reads, by the files that summarise it
     for f in (Path(params.data.prepared_dir) / "labels.json", Path(params.superpixels.out_dir) / "meta.json"):
@@ -161,9 +146,9 @@ def _fingerprint(params: Params, variant: str, seed: int, v: VariantConfig) -> d
 
 
 def _build(params: Params, v: VariantConfig, num_classes: int, device: torch.device) -> _Parts:
-    from .models import CAMNet, Decoder, build_reconstruction_loss
+    from ..models import CAMNet, Decoder, build_reconstruction_loss
 
-    t, m = params.train, params.model
+    t, m = params.train_cam, params.model
     net = CAMNet(num_classes, drs_delta=v.drs_delta, weights=m.backbone_weights,
                  frozen_stages=m.frozen_stages, bn_eval=m.bn_eval).to(device)
     backbone, classifier = net.param_groups()
@@ -233,9 +218,9 @@ def train_cam(params: Params, variant: str, seed: int, *, progress: bool = True,
               stop_after_epochs: int | None = None) -> dict:
     """Train variant ``variant`` with seed ``seed``; resume from its checkpoint if there is one.
 
-    Writes ``run_dir(...)/checkpoint.pt`` each epoch and, when all epochs are done,
+    Writes ``paths.train_dir(...)/checkpoint.pt`` each epoch and, when all epochs are done,
     ``model.pt`` ({"net", "decoder", "classes", "variant", "seed", "settings"}); rank 0
-    also writes ``report_dir(...)/losses.csv`` and ``metrics.json``.
+    also writes ``paths.train_reports(...)/losses.csv`` and ``metrics.json``.
 
     Args:
         stop_after_epochs: end (as if interrupted) after this many epochs of this call;
@@ -249,19 +234,19 @@ def train_cam(params: Params, variant: str, seed: int, *, progress: bool = True,
     """
     from tqdm.auto import tqdm
 
-    from .data import build_dataset, build_train_transform, dataset_classes
-    from .losses import alignment_loss, classification_loss
+    from ..data import build_dataset, build_train_transform, dataset_classes
+    from ..losses import alignment_loss, classification_loss
 
     dist = distributed.init()
-    t, v = params.train, variant_config(params, variant)
+    t, v = params.train_cam, variant_config(params, variant)
     if t.batch_size % dist.world_size:
         raise ConfigError(f"train.batch_size: {t.batch_size} does not split over {dist.world_size} processes")
     device = dist.device
-    out, rep = run_dir(t, variant, seed), report_dir(variant, seed)
+    out, rep = paths.train_dir(params, variant, seed), paths.train_reports(variant, seed)
     fingerprint = _fingerprint(params, variant, seed, v)
     if dist.is_main:  # before the other ranks can write: what a killed run left, and the old model
         remove_stale_temps(out)
-        (out / MODEL).unlink(missing_ok=True)
+        (out / paths.MODEL).unlink(missing_ok=True)
 
     classes = dataset_classes(params.data)
     dataset = build_dataset(params.data, params.data.train_split,
@@ -280,7 +265,7 @@ def train_cam(params: Params, variant: str, seed: int, *, progress: bool = True,
 
     torch.manual_seed(seed)
     parts = _build(params, v, len(classes), device)
-    ck = _load_checkpoint(out / CHECKPOINT, fingerprint, t.epochs)
+    ck = _load_checkpoint(out / paths.CHECKPOINT, fingerprint, t.epochs)
     start_epoch, history, epoch_s = 0, [], []
     if ck is not None:
         parts.net.load_state_dict(ck["net"])
@@ -346,7 +331,7 @@ def train_cam(params: Params, variant: str, seed: int, *, progress: bool = True,
             if (i + 1) % LOG_EVERY == 0 or i + 1 == steps:
                 mean = (sums / (i + 1)).tolist()  # the one read-back every LOG_EVERY steps
                 if t.stop_on_nonfinite and not all(math.isfinite(x) for x in mean):
-                    raise NonFiniteLossError(_nonfinite_message(variant, seed, epoch, mean, out / CHECKPOINT))
+                    raise NonFiniteLossError(_nonfinite_message(variant, seed, epoch, mean, out / paths.CHECKPOINT))
                 bar.set_postfix(loss=f"{mean[0]:.3f}", cls=f"{mean[1]:.3f}", rec=f"{mean[2]:.3f}",
                                 align=f"{mean[3]:.4f}", ips=f"{seen / (time.perf_counter() - t0):.1f}")
         epoch_s.append(time.perf_counter() - t0)
@@ -357,11 +342,11 @@ def train_cam(params: Params, variant: str, seed: int, *, progress: bool = True,
             sums /= dist.world_size
         mean = (sums / steps).tolist()
         if t.stop_on_nonfinite and not all(math.isfinite(x) for x in mean):
-            raise NonFiniteLossError(_nonfinite_message(variant, seed, epoch, mean, out / CHECKPOINT))
+            raise NonFiniteLossError(_nonfinite_message(variant, seed, epoch, mean, out / paths.CHECKPOINT))
         history.append(dict(zip(_FIELDS, [epoch + 1, (epoch + 1) * steps, parts.opt.param_groups[0]["lr"],
                                            *mean])))
         if dist.is_main:
-            _save(_state(parts, epoch + 1, (epoch + 1) * steps, fingerprint, history), out / CHECKPOINT)
+            _save(_state(parts, epoch + 1, (epoch + 1) * steps, fingerprint, history), out / paths.CHECKPOINT)
             _write_timings(timings_path(variant, seed), epoch_s, steps * t.batch_size)
     bar.close()
     if end_epoch < t.epochs:
@@ -374,9 +359,9 @@ def train_cam(params: Params, variant: str, seed: int, *, progress: bool = True,
         _save({"net": _unwrap(parts.net).state_dict(),
                "decoder": _unwrap(parts.decoder).state_dict() if parts.decoder is not None else None,
                "classes": list(classes), "variant": variant, "seed": seed, "settings": to_dict(v),
-               "model": to_dict(params.model)}, out / MODEL)
-        _write_losses(rep / LOSSES, history)  # the reports last: only a finished run replaces them
-        write_json(rep / METRICS, metrics)
+               "model": to_dict(params.model)}, out / paths.MODEL)
+        _write_losses(rep / paths.LOSSES, history)  # the reports last: only a finished run replaces them
+        write_json(rep / paths.METRICS, metrics)
     if dist.world_size > 1:
         import torch.distributed as tdist
 
@@ -427,36 +412,16 @@ def _write_losses(path: Path, history: list[dict]) -> None:
 
 
 # --------------------------------------------------------------------------- entry points
-def run(params: Params, variant: str, seed: int, params_path: str | Path = "params.yaml",
-        progress: bool = True) -> dict:
-    """Train in this process, or with ``torchrun`` when ``train.devices > 1``.
-
-    A notebook kernel is a single process, so several devices need torchrun: this
-    launches ``python -m torch.distributed.run -m sslib.train_cam ...`` and waits. The
-    children get ``params`` as they are here (notebook overrides included) through a
-    temporary params file; ``params_path`` is kept for the signature's sake.
-    """
-    if params.train.devices > 1:
-        distributed.launch_with_params("sslib.train_cam", params, ["--variant", variant, "--seed", seed],
-                                       nproc_per_node=params.train.devices)
-        return json.loads((report_dir(variant, seed) / METRICS).read_text())
-    return train_cam(params, variant, seed, progress=progress)
+def run(params: Params, variant: str, seed: int, progress: bool = True) -> dict:
+    """Train one run in this process, or under ``torchrun`` when ``runs.devices > 1``."""
+    return common.run_here_or_torchrun("train_cam", params, variant, seed,
+                                       lambda: train_cam(params, variant, seed, progress=progress),
+                                       paths.train_reports(variant, seed) / paths.METRICS)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sslib.train_cam", description=__doc__.splitlines()[0])
-    ap.add_argument("--variant", required=True)
-    ap.add_argument("--seed", type=int, required=True)
-    ap.add_argument("--params", default="params.yaml")
-    args = ap.parse_args(argv)
-    try:
-        params = load(paths.enter_root(args.params))
-        metrics = train_cam(params, args.variant, args.seed, progress=os.environ.get("RANK", "0") == "0")
-    except (ConfigError, DataError, NonFiniteLossError) as e:
-        print(f"train_cam: error: {e}", file=sys.stderr)
-        return 1
-    print(json.dumps(metrics))
-    return 0
+    return common.cli("train_cam", __doc__, lambda p, a: train_cam(p, a.variant, a.seed, progress=distributed.is_rank0()),
+                      argv, common.add_run_args, errors=(NonFiniteLossError,))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,34 @@
+"""The pipeline's stages, one module each, in the order ``dvc.yaml`` runs them.
+
+A stage module is a verb. It has ``run(params, ...)``, which reads its params sections,
+calls the library and writes through :mod:`sslib.paths`, and ``main()`` for the shell
+(``python -m sslib.stages.<stage>``). Its notebook (``notebooks/NN_<stage>.py``) has a
+tagged ``parameters`` cell, calls ``run`` and draws the figures. The same names, in the
+same order, appear in ``dvc.yaml``, ``notebooks/`` and here (tests/test_layout.py).
+
+=============  ============================  ==========================================
+stage          notebook                      what it makes
+=============  ============================  ==========================================
+synthesize     00_synthesize                 the synthetic scene set (VOC layout)
+prepare        (none: a module)              image labels, split lists, SegmentationClassAug
+superpixels    01_superpixels                superpixel maps of every image
+data_report    02_data_report                sample figure, data statistics
+train_cam      10_train_cam                  a CAM network per variant and seed
+eval_cam       11_eval_cam                   its multi-scale CAMs and their threshold sweep
+inspect_cams   19_inspect_cams               CAMs, reconstructions, alignment targets
+ablation       50_ablation                   the ablation table, curves and figures
+=============  ============================  ==========================================
+"""
+#: stage name -> notebook stem (None: the stage runs as ``python -m sslib.stages.<stage>``)
+STAGES: dict[str, str | None] = {
+    "synthesize": "00_synthesize",
+    "prepare": None,
+    "superpixels": "01_superpixels",
+    "data_report": "02_data_report",
+    "train_cam": "10_train_cam",
+    "eval_cam": "11_eval_cam",
+    "inspect_cams": "19_inspect_cams",
+    "ablation": "50_ablation",
+}
+#: stages that run once per variant and seed of ``runs`` (DVC matrix stages)
+PER_RUN = ("train_cam", "eval_cam")
