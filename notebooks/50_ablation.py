@@ -1,15 +1,15 @@
 # %% [markdown]
 # # Ablation: does SSC curb over-activation?
 #
-# Collects the `eval_cam` results of every variant and seed (`train.variants` x
-# `train.seeds`) and writes
+# Collects the `eval_cam` results of every variant and seed (`runs.variants` x
+# `runs.seeds`) and writes (`sslib/stages/ablation.py`)
 #
 # * `reports/ablation.csv` and `reports/ablation.md`: one row per variant, mean and
 #   standard deviation over the seeds of the CAM mIoU on the train split (pseudo-label
 #   quality, as WSSS papers report it) at each run's best background threshold and at
-#   the fixed threshold `evaluate.fixed_threshold`, precision, recall, over-activation
-#   and training time; plus the val mIoU and a comparison with `baseline` that says
-#   whether each difference lies inside the spread over seeds;
+#   the fixed threshold `eval_cam.fixed_threshold`, precision, recall and
+#   over-activation; plus the val mIoU, how localised the CAMs are, and a comparison
+#   with `baseline` that says whether each difference lies inside the spread over seeds;
 # * `reports/ablation/sweep_<split>.csv`: mIoU against threshold, mean over seeds, one
 #   column per variant (a DVC plot: `dvc plots show`);
 # * figures under `reports/figures/`: mIoU-threshold curves, per-class IoU bars, and CAM
@@ -20,154 +20,54 @@ params_path = "params.yaml"  # relative to the project root
 reference = "baseline"  # the variant every other is compared with
 n_images = 4  # val images in the qualitative figure
 overlay_seed = 0  # whose CAMs the qualitative figure shows
+# overrides merged over params.yaml, one dict per section this stage reads
+data = {}
+runs = {}
+eval_cam = {}
 
 # %%
-from pathlib import Path
+from sslib import notebook, paths, viz
+from sslib.stages import ablation as stage
 
-import matplotlib.pyplot as plt
-import numpy as np
-import pandas as pd
-import seaborn as sns
-
-from sslib import ablation, config, eval_cam, notebook, paths
-from sslib.io import write_text
-
-notebook.enter_project_root()
-params = config.load(params_path)
-params = notebook.route_outputs(params, "ablation")  # run by hand: writes under scratch/
-reports = paths.reports("ablation")
-variants, seeds = list(params.train.variants), list(params.train.seeds)
-splits = eval_cam.eval_splits(params)
-train_split, val_split = splits[0], splits[-1]
-runs = ablation.runs_frame(variants, seeds, splits)
-if reference not in variants:
-    print(f"reference {reference!r} is not among the variants; comparing with {variants[0]!r}")
-    reference = variants[0]
-(reports / "figures").mkdir(parents=True, exist_ok=True)
-print(f"{len(variants)} variants x {len(seeds)} seeds; splits {splits}")
+params = notebook.setup("ablation", params_path, data=data, runs=runs, eval_cam=eval_cam)  # by hand: scratch/
+result = stage.run(params, reference)
+print(f"{len(result.variants)} variants x {len(result.seeds)} seeds; splits {result.splits}; "
+      f"reference {result.reference!r}")
 
 # %% [markdown]
 # ## The table
+# Train split; `val_miou_*` on the val split; `cam_inside` / `cam_background`: the mean
+# max-normalised CAM on the class's own pixels / on ground-truth background (val split).
 
 # %%
-table = ablation.ablation_table(runs, train_split, order=variants)
-val = ablation.ablation_table(runs, val_split, order=variants).set_index("variant")
-table["val_miou_best_mean"] = table["variant"].map(val["miou_best_mean"])
-table["val_miou_best_std"] = table["variant"].map(val["miou_best_std"])
-# how localised the CAMs are (val split): mean CAM on the class's own pixels and on background
-from sslib.data import build_dataset
-
-val_ds = build_dataset(params.data, val_split)
-contrast = pd.DataFrame([{"variant": v, "seed": s, **ablation.activation_contrast(
-    eval_cam.cam_dir(params, v, s), val_ds, val_split)} for v in variants for s in seeds])
-means = contrast.groupby("variant")[["inside", "background"]].mean() * 100
-table["cam_inside"] = table["variant"].map(means["inside"])
-table["cam_background"] = table["variant"].map(means["background"])
-ablation.write_table(reports / "ablation.csv", table)
-table.round(2)
+result.table.round(2)
 
 # %%
-cmp = pd.concat({split: ablation.compare(runs, split, reference).set_index("variant")
-                 for split in dict.fromkeys([train_split, val_split])}, names=["split"]).reset_index()
-cmp.round(2)
+result.comparison.round(2)
 
 # %%
-def verdict(row) -> str:
-    if row["variant"] == reference:
-        return "reference"
-    side = "above" if row["diff"] > 0 else "below"
-    if row["overlap"]:
-        return f"{row['diff']:+.1f}: inside the seed spread (no evidence either way)"
-    return f"{row['diff']:+.1f}: {side} {reference} on every seed"
-
-cmp["verdict"] = cmp.apply(verdict, axis=1)
-shown = table.rename(columns={
-    "miou_best_mean": "mIoU best", "miou_best_std": "± std", "best_threshold": "best thr",
-    "miou_fixed_mean": f"mIoU @{params.evaluate.fixed_threshold:g}", "miou_fixed_std": "± std ",
-    "precision": "precision", "recall": "recall", "over_activation": "over-act.",
-    "over_activation_std": "± std  ", "seeds": "seeds",
-    "val_miou_best_mean": "val mIoU", "val_miou_best_std": "± std   ",
-    "cam_inside": "CAM on object", "cam_background": "CAM on bg"})
-shown["best thr"] = shown["best thr"].map(lambda t: f"{t:.2f}")
-ths = config.thresholds_from(*params.evaluate.thresholds)
-uniform = ""
-if (runs["best_threshold"] >= ths[-1] - 1e-6).all():
-    uniform = (
-        f"\n**Every run's best threshold is the largest swept ({ths[-1]:g}), and the mean CAM on ground-truth "
-        f"background is {means['background'].min():.0f}-{means['background'].max():.0f} % of its maximum "
-        f"(on the object {means['inside'].min():.0f}-{means['inside'].max():.0f} %): the CAMs are spread over "
-        "the whole image, not localised, so these mIoU values measure how much of each image an object "
-        "covers rather than where the CAM puts it. Differences between variants here are no evidence for or "
-        "against SSC.**\n")
-md = [
-    "# Ablation (generated by `dvc repro ablation`; do not edit)\n",
-    f"Data set `{params.data.dataset}`; seeds {seeds}; CAM scales {params.cam.scales}"
-    f"{' + flip' if params.cam.flip else ''}. Percent; mean and sample std over the seeds. "
-    f"mIoU on `{train_split}` (pseudo-label quality) at each run's best background threshold "
-    f"and at the fixed threshold {params.evaluate.fixed_threshold:g}; precision, recall and "
-    "over-activation (share of a class's false-positive pixels on ground-truth background) "
-    f"at the best threshold; `val mIoU` on `{val_split}` at its best threshold; `CAM on object` / "
-    f"`CAM on bg`: mean max-normalised CAM on the class's own pixels / on background ({val_split}).\n",
-    ablation.to_markdown(shown),
-    uniform,
-    f"\n## Against `{reference}` (mIoU at the best threshold)\n",
-    "A difference counts only if the two variants' ranges over the seeds do not overlap.\n",
-    ablation.to_markdown(cmp[["split", "variant", "diff", "min", "max", "verdict"]]),
-]
-write_text(reports / "ablation.md", "\n".join(md))
-print("\n".join(md))
+print(result.markdown)
 
 # %% [markdown]
 # ## mIoU against the background threshold (mean over seeds, band: ± 1 std)
 
 # %%
-sweeps = ablation.sweep_frame(variants, seeds)
-for split in dict.fromkeys(splits):
-    ablation.write_table(reports / "ablation" / f"sweep_{split}.csv", ablation.mean_sweep(sweeps, split, variants))
-g = sns.relplot(data=sweeps.assign(miou=sweeps["miou"] * 100), x="threshold", y="miou", hue="variant",
-                hue_order=variants, col="split", kind="line", errorbar="sd", height=3.2, aspect=1.2)
-g.set_axis_labels("background threshold", "mIoU (%)")
-g.savefig(reports / "figures" / "ablation_sweep.png", dpi=90)
+fig = viz.sweep_figure(result.sweeps, result.variants)
+viz.save_figure(fig, paths.figure("ablation", "ablation_sweep"), dpi=90)
 
 # %% [markdown]
 # ## Per-class IoU at the best threshold (train split; bars: mean, ticks: ± 1 std)
 
 # %%
-pc = ablation.per_class_frame(variants, seeds, train_split)
-fig, ax = plt.subplots(figsize=(max(7, 0.9 * pc["class"].nunique()), 3.4))
-sns.barplot(data=pc, x="class", y="iou", hue="variant", hue_order=variants, errorbar="sd", ax=ax)
-ax.set(ylabel="IoU (%)", xlabel="")
-ax.tick_params(axis="x", rotation=30)
-plt.tight_layout()
-fig.savefig(reports / "figures" / "ablation_per_class.png", dpi=90)
+fig = viz.per_class_figure(result.per_class, result.variants)
+viz.save_figure(fig, paths.figure("ablation", "ablation_per_class"), dpi=90)
 
 # %% [markdown]
 # ## The same val images across the variants
 # Each cell shows, for every pixel, the largest of the present classes' CAMs (max
-# normalised); the last row of titles is the image's classes. Over-activation shows as
+# normalised); each row's title is the image's classes. Over-activation shows as
 # heat on the background around (and away from) the objects.
 
 # %%
-from sslib.cam import cam_path, load_cam
-from sslib.data import build_dataset
-from sslib.viz import heat_overlay, label_image
-
-ds = build_dataset(params.data, val_split)
-idx = np.linspace(0, len(ds) - 1, n_images, dtype=int)
-fig, axes = plt.subplots(len(idx), len(variants) + 2, figsize=(2.0 * (len(variants) + 2), 2.0 * len(idx)),
-                         squeeze=False)
-for row, i in zip(axes, idx):
-    s = ds[i]
-    row[0].imshow(s["image"])
-    row[0].set_title(", ".join(ds.classes[k] for k in np.flatnonzero(s["label"].numpy())), fontsize=7)
-    row[1].imshow(label_image(s["mask"].numpy()))
-    for a, v in zip(row[2:], variants):
-        c = load_cam(cam_path(eval_cam.cam_dir(params, v, overlay_seed), val_split, s["name"]))
-        heat = c["high_res"].max(0) if len(c["keys"]) else np.zeros(s["image"].shape[:2])
-        a.imshow(heat_overlay(s["image"], heat))
-        a.set_title(v, fontsize=8)
-    for a in row:
-        a.axis("off")
-axes[0][1].set_title("ground truth", fontsize=8)
-plt.tight_layout()
-fig.savefig(reports / "figures" / "ablation_cams.png", dpi=90)
+fig = viz.cam_grid(stage.examples(params, n_images, overlay_seed), size=2.0)
+viz.save_figure(fig, paths.figure("ablation", "ablation_cams"), dpi=90)

@@ -11,7 +11,16 @@ Reads what the ``eval_cam`` stage wrote, ``reports/eval_cam/<variant>/seed<seed>
   the means and whether the seeds' ranges overlap (small synthetic runs are noisy: a
   difference inside the seed spread is no evidence);
 * :func:`sweep_frame` / :func:`mean_sweep`: mIoU against threshold, per run and as the
-  mean over seeds per variant (one column per variant: a DVC plot with a line each).
+  mean over seeds per variant (one column per variant: a DVC plot with a line each);
+* the report: :func:`full_table` (the train-split table with the val mIoU and the CAMs'
+  activation contrast, the rows of ``ablation.csv``), :func:`comparison` (each split
+  against the reference, with a :func:`verdict` in words), :func:`uniform_caveat` (the
+  warning printed when every best threshold is the largest swept) and
+  :func:`report_markdown` (the text of ``ablation.md``).
+
+Every function takes the results folder (``root``: the ``eval_cam`` stage's reports, with
+``<variant>/seed<seed>/`` under it) or frames; the ``ablation`` stage
+(:mod:`sslib.stages.ablation`) says where they are.
 """
 from __future__ import annotations
 
@@ -22,16 +31,11 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from . import paths
 from .io import DataError, write_text
 
 __all__ = ["runs_frame", "ablation_table", "compare", "sweep_frame", "mean_sweep", "per_class_frame",
-           "activation_contrast", "write_table", "to_markdown", "eval_root"]
-
-
-def eval_root() -> Path:
-    """``reports/eval_cam``: where the ``eval_cam`` stage wrote its per-run results."""
-    return paths.reports("eval_cam") / "eval_cam"
+           "activation_contrast", "contrast_means", "full_table", "verdict", "comparison", "uniform_caveat",
+           "report_markdown", "write_table", "to_markdown"]
 
 
 def _metrics_path(root: Path, variant: str, seed: int) -> Path:
@@ -49,11 +53,10 @@ def _read_metrics(root: Path, variant: str, seed: int) -> dict:
 
 
 def runs_frame(variants: Sequence[str], seeds: Sequence[int], splits: Sequence[str],
-               root: str | Path | None = None) -> pd.DataFrame:
+               root: str | Path) -> pd.DataFrame:
     """One row per (variant, seed, split): ``miou_best``, ``best_threshold``,
     ``miou_fixed``, ``precision``, ``recall``, ``over_activation`` (at the best
-    threshold). ``root`` defaults to :func:`eval_root`."""
-    root = root or eval_root()
+    threshold), read from ``<root>/<variant>/seed<seed>/metrics.json``."""
     rows = []
     for v in variants:
         for s in seeds:
@@ -110,9 +113,9 @@ def compare(runs: pd.DataFrame, split: str, reference: str, metric: str = "miou_
     return pd.DataFrame(rows)
 
 
-def sweep_frame(variants: Sequence[str], seeds: Sequence[int], root: str | Path | None = None) -> pd.DataFrame:
-    """Long frame of every run's sweep: ``variant, seed, split, threshold, miou``."""
-    root = root or eval_root()
+def sweep_frame(variants: Sequence[str], seeds: Sequence[int], root: str | Path) -> pd.DataFrame:
+    """Long frame of every run's sweep (``<root>/<variant>/seed<seed>/sweep.csv``):
+    ``variant, seed, split, threshold, miou``."""
     frames = []
     for v in variants:
         for s in seeds:
@@ -137,10 +140,9 @@ def mean_sweep(sweeps: pd.DataFrame, split: str, order: Sequence[str] | None = N
     return d.reset_index()
 
 
-def per_class_frame(variants: Sequence[str], seeds: Sequence[int], split: str, which: str = "best",
-                    root: str | Path | None = None) -> pd.DataFrame:
+def per_class_frame(variants: Sequence[str], seeds: Sequence[int], split: str, root: str | Path,
+                    which: str = "best") -> pd.DataFrame:
     """Long frame ``variant, seed, class, iou`` (percent) at each run's ``best``/``fixed`` threshold."""
-    root = root or eval_root()
     rows = []
     for v in variants:
         for s in seeds:
@@ -177,6 +179,104 @@ def activation_contrast(cam_dir: str | Path, dataset, split: str) -> dict[str, f
                 outside.append(float(m[bg].mean()))
     a, b = float(np.mean(inside)), float(np.mean(outside))
     return {"inside": a, "background": b, "ratio": a / b if b > 0 else float("inf")}
+
+
+def contrast_means(contrast: pd.DataFrame) -> pd.DataFrame:
+    """Per variant (index, sorted): mean ``inside`` and ``background`` over seeds, in percent.
+
+    ``contrast``: one row per run with ``variant``, ``inside``, ``background`` (fractions,
+    as :func:`activation_contrast` returns them).
+    """
+    return contrast.groupby("variant")[["inside", "background"]].mean() * 100
+
+
+def full_table(runs: pd.DataFrame, contrast: pd.DataFrame, train_split: str, val_split: str,
+               order: Sequence[str] | None = None) -> pd.DataFrame:
+    """The rows of ``ablation.csv``: :func:`ablation_table` on ``train_split``, then
+    ``val_miou_best_mean/std`` (``val_split``) and ``cam_inside`` / ``cam_background``
+    (:func:`contrast_means` of ``contrast``, percent)."""
+    table = ablation_table(runs, train_split, order=order)
+    val = ablation_table(runs, val_split, order=order).set_index("variant")
+    table["val_miou_best_mean"] = table["variant"].map(val["miou_best_mean"])
+    table["val_miou_best_std"] = table["variant"].map(val["miou_best_std"])
+    means = contrast_means(contrast)
+    table["cam_inside"] = table["variant"].map(means["inside"])
+    table["cam_background"] = table["variant"].map(means["background"])
+    return table
+
+
+def verdict(variant: str, diff: float, overlap: bool, reference: str) -> str:
+    """One comparison in words: ``reference``, ``+1.1: above <reference> on every seed``
+    (or ``below``), or ``-0.1: inside the seed spread (no evidence either way)``."""
+    if variant == reference:
+        return "reference"
+    side = "above" if diff > 0 else "below"
+    if overlap:
+        return f"{diff:+.1f}: inside the seed spread (no evidence either way)"
+    return f"{diff:+.1f}: {side} {reference} on every seed"
+
+
+def comparison(runs: pd.DataFrame, splits: Sequence[str], reference: str, metric: str = "miou_best") -> pd.DataFrame:
+    """:func:`compare` on each split (each once, in order), stacked: ``split, variant, diff,
+    min, max, ref_min, ref_max, overlap, verdict`` (:func:`verdict`)."""
+    cmp = pd.concat({split: compare(runs, split, reference, metric).set_index("variant")
+                     for split in dict.fromkeys(splits)}, names=["split"]).reset_index()
+    cmp["verdict"] = [verdict(v, d, o, reference) for v, d, o in zip(cmp["variant"], cmp["diff"], cmp["overlap"])]
+    return cmp
+
+
+def uniform_caveat(runs: pd.DataFrame, thresholds: Sequence[float], contrast_means: pd.DataFrame) -> str:
+    """The warning of ``ablation.md`` when every run's best threshold (any split) is the
+    largest swept, ``""`` otherwise.
+
+    Then no threshold separates object from background: the CAMs are nearly uniform, and
+    ``contrast_means`` (:func:`contrast_means`: percent per variant) shows by how much.
+    """
+    top = float(thresholds[-1])
+    if not (runs["best_threshold"] >= top - 1e-6).all():
+        return ""
+    bg, inside = contrast_means["background"], contrast_means["inside"]
+    return (
+        f"\n**Every run's best threshold is the largest swept ({top:g}), and the mean CAM on ground-truth "
+        f"background is {bg.min():.0f}-{bg.max():.0f} % of its maximum "
+        f"(on the object {inside.min():.0f}-{inside.max():.0f} %): the CAMs are spread over "
+        "the whole image, not localised, so these mIoU values measure how much of each image an object "
+        "covers rather than where the CAM puts it. Differences between variants here are no evidence for or "
+        "against SSC.**\n")
+
+
+#: the column titles of ``ablation.md`` (``miou_fixed_mean`` gets the fixed threshold)
+_SHOWN = {"miou_best_mean": "mIoU best", "miou_best_std": "± std", "best_threshold": "best thr",
+          "miou_fixed_std": "± std ", "precision": "precision", "recall": "recall",
+          "over_activation": "over-act.", "over_activation_std": "± std  ", "seeds": "seeds",
+          "val_miou_best_mean": "val mIoU", "val_miou_best_std": "± std   ",
+          "cam_inside": "CAM on object", "cam_background": "CAM on bg"}
+
+
+def report_markdown(table: pd.DataFrame, comparison: pd.DataFrame, *, dataset: str, seeds: Sequence[int],
+                    scales: Sequence[float], flip: bool, fixed_threshold: float, train_split: str,
+                    val_split: str, reference: str, caveat: str = "") -> str:
+    """The text of ``ablation.md``: how the numbers were made, ``table`` (:func:`full_table`)
+    with readable column titles, ``caveat`` (:func:`uniform_caveat`), and ``comparison``
+    (:func:`comparison`) against ``reference``."""
+    shown = table.rename(columns={**_SHOWN, "miou_fixed_mean": f"mIoU @{fixed_threshold:g}"})
+    shown["best thr"] = shown["best thr"].map(lambda t: f"{t:.2f}")
+    md = [
+        "# Ablation (generated by `dvc repro ablation`; do not edit)\n",
+        f"Data set `{dataset}`; seeds {list(seeds)}; CAM scales {list(scales)}"
+        f"{' + flip' if flip else ''}. Percent; mean and sample std over the seeds. "
+        f"mIoU on `{train_split}` (pseudo-label quality) at each run's best background threshold "
+        f"and at the fixed threshold {fixed_threshold:g}; precision, recall and "
+        "over-activation (share of a class's false-positive pixels on ground-truth background) "
+        f"at the best threshold; `val mIoU` on `{val_split}` at its best threshold; `CAM on object` / "
+        f"`CAM on bg`: mean max-normalised CAM on the class's own pixels / on background ({val_split}).\n",
+        to_markdown(shown),
+        caveat,
+        f"\n## Against `{reference}` (mIoU at the best threshold)\n",
+        "A difference counts only if the two variants' ranges over the seeds do not overlap.\n",
+        to_markdown(comparison[["split", "variant", "diff", "min", "max", "verdict"]]),
+    ]
+    return "\n".join(md)
 
 
 def to_markdown(df: pd.DataFrame, digits: int = 1) -> str:

@@ -1,8 +1,9 @@
 """Multi-process (DDP) launching and set-up.
 
 A notebook kernel is one process, so multi-GPU work cannot run inside it: a
-notebook that is asked for more than one device calls :func:`launch`, which runs
-``torchrun`` as a subprocess and waits for it. On several machines, run the
+per-run stage asked for more than one device (``runs.devices``) goes through
+:func:`run_here_or_torchrun`, which runs ``torchrun`` as a subprocess and waits for it,
+handing the children the caller's params. On several machines, run the
 command :func:`torchrun_command` builds (printed by :func:`launch`) on each
 machine with its own ``node_rank``.
 
@@ -11,16 +12,19 @@ returns this process's rank, the world size and its device.
 """
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Sequence
+from pathlib import Path
+from typing import Callable, Sequence
 
 import torch
 
-__all__ = ["torchrun_command", "launch", "launch_with_params", "init", "DistInfo", "pick_device", "is_rank0", "barrier"]
+__all__ = ["torchrun_command", "launch", "launch_with_params", "init", "DistInfo", "pick_device", "is_rank0", "barrier",
+           "run_here_or_torchrun"]
 
 
 def pick_device(local_rank: int = 0) -> torch.device:
@@ -88,6 +92,19 @@ def barrier() -> None:
 def is_rank0() -> bool:
     """True in a single process and in torchrun's rank 0 (read from the environment)."""
     return os.environ.get("RANK", "0") == "0"
+
+
+def run_here_or_torchrun(stage: str, params, variant: str, seed: int, here: Callable[[], dict],
+                         result: str | Path) -> dict:
+    """One run of a per-run stage: ``here()`` in this process, or, when ``params.runs.devices > 1``,
+    ``torchrun -m sslib.stages.<stage> --variant V --seed S`` with the caller's params exactly
+    (notebook overrides included, :func:`launch_with_params`); then the ``result`` JSON file
+    that rank 0 wrote is read back and returned."""
+    if params.runs.devices > 1:
+        launch_with_params(f"sslib.stages.{stage}", params, ["--variant", variant, "--seed", seed],
+                           nproc_per_node=params.runs.devices)
+        return json.loads(Path(result).read_text())
+    return here()
 
 
 @dataclass(frozen=True)

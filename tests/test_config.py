@@ -19,9 +19,65 @@ def write(tmp_path, data) -> Path:
 def test_repo_params_yaml_is_valid_and_complete():
     params = config.load(ROOT / "params.yaml")
     raw = config.read_yaml((ROOT / "params.yaml").read_text())
-    # every section and key the code knows is spelled out in params.yaml (one source of truth)
+    # every section and key the code knows is spelled out in params.yaml
     assert config.deep_merge(config.to_dict(params), raw) == config.to_dict(params)
     assert set(raw) == set(config.to_dict(params))
+
+
+def test_the_dataclass_defaults_are_params_yaml():
+    """Defaults are stored once: the code's defaults and params.yaml agree key for key, so a
+    partial file (or a test's `{}`) means the project's defaults."""
+    raw = config.read_yaml((ROOT / "params.yaml").read_text())
+    defaults = config.to_dict(config.Params())
+    assert config.to_dict(config.from_dict(config.Params, raw)) == defaults
+    assert raw == defaults  # same keys, same values, same types (no 1 for 1.0)
+
+
+def test_sections_are_named_after_their_stage_or_shared():
+    from sslib.stages import STAGES
+
+    shared = {"data", "synthetic", "superpixels", "augment", "model", "runs", "ssc", "variants"}
+    sections = set(config.to_dict(config.Params()))
+    assert sections - shared <= set(STAGES), sections - shared - set(STAGES)
+
+
+@pytest.mark.parametrize("preset", sorted((ROOT / "presets").glob("*.yaml")), ids=lambda p: p.name)
+def test_presets_are_valid_overlays(tmp_path, preset):
+    p = tmp_path / "params.yaml"
+    p.write_text((ROOT / "params.yaml").read_text())
+    params = config.apply_preset(preset, p)
+    over = config.read_preset(preset)
+    assert params.data.dataset == over["data"]["dataset"] == preset.stem
+    assert config.load(p) == params  # what was written is what was validated
+    text = p.read_text()
+    assert "# The one source of configuration." in text  # comments kept
+    assert "  dataset: " + preset.stem in text
+    # the same keys as `dvc exp run -S` arguments, each a single shell word
+    args = config.set_args(preset)
+    assert args[0] == "-S" and f"data.dataset={preset.stem}" in args
+    assert all(" " not in a for a in args)
+
+
+def test_preset_with_an_unknown_key_changes_nothing(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text((ROOT / "params.yaml").read_text())
+    before = p.read_text()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train_cam:\n  epoch: 3\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: train_cam\.epoch: unknown key"):
+        config.apply_preset(bad, p)
+    assert p.read_text() == before
+    assert config.main(["preset", str(bad), "--params", str(p)]) == 1
+
+
+def test_preset_cli_writes_params_and_prints_set_args(tmp_path, capsys):
+    p = tmp_path / "params.yaml"
+    p.write_text((ROOT / "params.yaml").read_text())
+    voc = ROOT / "presets" / "voc.yaml"
+    assert config.main(["preset", str(voc), "--as-set-args"]) == 0
+    assert "-S eval_cam.scales=[1.0,0.5,1.5,2.0]" in capsys.readouterr().out
+    assert config.main(["preset", str(voc), "--params", str(p)]) == 0
+    assert config.load(p).train_cam.lr == 0.1 and config.load(p).augment.crop_size == 512
 
 
 def test_partial_file_is_merged_over_defaults(tmp_path):
@@ -88,7 +144,7 @@ def test_project_root_walks_up(tmp_path):
 
 def test_variants_merge_over_ssc_and_are_checked(tmp_path):
     p = write(tmp_path, {"ssc": {"align_erosion": 4}, "variants": {"mine": {"alignment": False}},
-                         "train": {"variants": ["mine", "ssc"]}})
+                         "runs": {"variants": ["mine", "ssc"]}})
     params = config.load(p)
     v = config.variant_config(params, "mine")
     assert (v.alignment, v.align_erosion, v.reconstruction) == (False, 4, True)
@@ -100,8 +156,8 @@ def test_variants_merge_over_ssc_and_are_checked(tmp_path):
 @pytest.mark.parametrize("data, key", [
     ({"variants": {"ssc": {"beta_recc": 1.0}}}, r"variants\.ssc\.beta_recc: unknown key"),
     ({"variants": {"+asm": {"alignment": "yes"}}}, r"variants\.\+asm\.alignment: expected true or false"),
-    ({"train": {"variants": ["ssc", "typo"]}}, r"train\.variants: 'typo' is not defined"),
-    ({"train": {"seeds": [0, 0]}}, r"train\.seeds"),
+    ({"runs": {"variants": ["ssc", "typo"]}}, r"runs\.variants: 'typo' is not defined"),
+    ({"runs": {"seeds": [0, 0]}}, r"runs\.seeds"),
     ({"model": {"frozen_stages": 3}}, r"model\.frozen_stages"),
     ({"model": {"bn_eval": "sometimes"}}, r"model\.bn_eval"),
     ({"ssc": {"rec_loss": "l3"}}, r"ssc\.rec_loss: 'l3' is not one of"),

@@ -48,11 +48,11 @@ def test_read_yaml_reads_exponent_floats_without_touching_safe_load():
 
 
 def test_load_reads_floats_as_dvc_writes_them(tmp_path):
-    p = write_text(tmp_path, "train:\n  weight_decay: 1e-05\n  lr: 2e-4\n"
+    p = write_text(tmp_path, "train_cam:\n  weight_decay: 1e-05\n  lr: 2e-4\n"
                              "superpixels:\n  slic:\n    compactness: 1e6\n")
     params = config.load(p)
-    assert (params.train.weight_decay, params.train.lr, params.superpixels.slic.compactness) == (1e-05, 2e-4, 1e6)
-    assert all(isinstance(x, float) for x in (params.train.weight_decay, params.train.lr))
+    assert (params.train_cam.weight_decay, params.train_cam.lr, params.superpixels.slic.compactness) == (1e-05, 2e-4, 1e6)
+    assert all(isinstance(x, float) for x in (params.train_cam.weight_decay, params.train_cam.lr))
 
 
 def test_notebook_run_parameters_read_exponent_floats(monkeypatch):
@@ -63,24 +63,24 @@ def test_notebook_run_parameters_read_exponent_floats(monkeypatch):
         return Path("out.ipynb")
 
     monkeypatch.setattr(notebook, "run", fake_run)
-    assert notebook.main(["run", "x.py", "-y", "train: {lr: 1e-3}"]) == 0
-    assert seen == {"train": {"lr": 1e-3}} and isinstance(seen["train"]["lr"], float)
+    assert notebook.main(["run", "x.py", "-y", "train_cam: {lr: 1e-3}"]) == 0
+    assert seen == {"train_cam": {"lr": 1e-3}} and isinstance(seen["train_cam"]["lr"], float)
 
 
 # --------------------------------------------------------------------------- range probes
 @pytest.mark.parametrize("text, key", [
     ("ssc: {align_threshold: 1.5}", "ssc.align_threshold"),
     ("ssc: {align_threshold: -0.5}", "ssc.align_threshold"),
-    ("train: {classifier_lr_mult: -1.0}", "train.classifier_lr_mult"),
-    ("train: {momentum: -1}", "train.momentum"),
-    ("train: {decoder_betas: [1.5, 0.999]}", "train.decoder_betas"),
+    ("train_cam: {classifier_lr_mult: -1.0}", "train_cam.classifier_lr_mult"),
+    ("train_cam: {momentum: -1}", "train_cam.momentum"),
+    ("train_cam: {decoder_betas: [1.5, 0.999]}", "train_cam.decoder_betas"),
     ("augment: {crop_size: 100}", "augment.crop_size"),
-    ("train: {lr: .nan}", "train.lr"),
-    ("train: {lr: .inf}", "train.lr"),
+    ("train_cam: {lr: .nan}", "train_cam.lr"),
+    ("train_cam: {lr: .inf}", "train_cam.lr"),
     ("variants: {ssc: {align_threshold: 2}}", "variants.ssc.align_threshold"),
     ("variants: {+asm: {beta_align: -1e-3}}", "variants.+asm.beta_align"),
-    ("evaluate: {thresholds: [0.5, 0.2, 0.05]}", "evaluate.thresholds"),
-    ("evaluate: {thresholds: [0.05, 0.95, 0.0]}", "evaluate.thresholds"),
+    ("eval_cam: {thresholds: [0.5, 0.2, 0.05]}", "eval_cam.thresholds"),
+    ("eval_cam: {thresholds: [0.05, 0.95, 0.0]}", "eval_cam.thresholds"),
 ])
 def test_out_of_range_value_names_the_key(tmp_path, text, key):
     p = write_text(tmp_path, text + "\n")
@@ -92,14 +92,14 @@ def test_out_of_range_value_names_the_key(tmp_path, text, key):
 
 def test_range_message_form(tmp_path):
     with pytest.raises(ConfigError) as e:
-        load_with(tmp_path, {"train": {"momentum": -1}})
-    assert str(e.value).endswith("train.momentum: must lie in [0, 1), got -1.0")
+        load_with(tmp_path, {"train_cam": {"momentum": -1}})
+    assert str(e.value).endswith("train_cam.momentum: must lie in [0, 1), got -1.0")
     with pytest.raises(ConfigError) as e:
         load_with(tmp_path, {"augment": {"crop_size": 100}})
     assert str(e.value).endswith("augment.crop_size: must be >= 16 and a multiple of 16, got 100")
     with pytest.raises(ConfigError) as e:
-        load_with(tmp_path, {"train": {"decoder_betas": [1.5, 0.999]}})
-    assert str(e.value).endswith("train.decoder_betas[0]: must lie in [0, 1), got 1.5")
+        load_with(tmp_path, {"train_cam": {"decoder_betas": [1.5, 0.999]}})
+    assert str(e.value).endswith("train_cam.decoder_betas[0]: must lie in [0, 1), got 1.5")
 
 
 # --------------------------------------------------------------------------- every numeric key has a range
@@ -152,7 +152,7 @@ def _just_outside(rng: config.Range, kind: type, default: Any) -> list[Any]:
 
 def test_the_walk_finds_the_numeric_keys():
     keys = {k for k, *_ in NUMERIC}
-    assert {"train.momentum", "train.decoder_betas", "augment.crop_size", "ssc.align_threshold",
+    assert {"train_cam.momentum", "train_cam.decoder_betas", "augment.crop_size", "ssc.align_threshold",
             "superpixels.slic.compactness", "model.frozen_stages", "synthetic.scale_range"} <= keys
     assert len(keys) >= 40
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from data_fixtures import H, W, data_cfg, make_coco, make_mask, read_json, write_lists
-from sslib.data import COCO_CLASSES, build_dataset, prepare
+from sslib.data import COCO_CLASSES, build_dataset
+from sslib.data.prepare import prepare
 from sslib.data.coco import COCODataset, subset_of
 from sslib.io import DataError, save_png
 

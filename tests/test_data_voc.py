@@ -8,7 +8,8 @@ from PIL import Image
 
 from data_fixtures import (H, W, data_cfg, make_mask, make_synthetic, make_voc, write_labels,
                            write_lists)
-from sslib.data import VOC_CLASSES, build_dataset, prepare
+from sslib.data import VOC_CLASSES, build_dataset
+from sslib.data.prepare import prepare
 from sslib.data.transforms import EvalTransform, TrainTransform
 from sslib.data.voc import VOCDataset, voc_palette
 from sslib.io import DataError, save_png
@@ -115,7 +116,7 @@ def test_missing_label_cache_says_how_to_build_it(tmp_path):
         build_dataset(cfg, "train")
     msg = str(e.value)
     assert str(tmp_path / "prepared" / "labels.json") in msg
-    assert "dvc repro prepare" in msg and "python -m sslib.data.prepare" in msg
+    assert "dvc repro prepare" in msg and "python -m sslib.stages.prepare" in msg
 
 
 def test_stale_label_cache(tmp_path):

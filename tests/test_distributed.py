@@ -20,10 +20,10 @@ dist.destroy_process_group()
 
 
 def test_command_single_and_multi_node():
-    cmd = distributed.torchrun_command("sslib.train", ["--x", 1], nproc_per_node=4)
+    cmd = distributed.torchrun_command("sslib.stages.train_cam", ["--x", 1], nproc_per_node=4)
     assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"]
     assert "--nproc-per-node=4" in cmd and "--standalone" in cmd
-    assert cmd[-4:] == ["-m", "sslib.train", "--x", "1"]
+    assert cmd[-4:] == ["-m", "sslib.stages.train_cam", "--x", "1"]
     multi = distributed.torchrun_command("train.py", nproc_per_node=8, nnodes=2, node_rank=1,
                                          rdzv_endpoint="node0:29500")
     assert "--standalone" not in multi and "--node-rank=1" in multi and "--rdzv-endpoint=node0:29500" in multi
@@ -55,7 +55,8 @@ def test_launch_with_params_hands_the_merged_params_to_the_children(monkeypatch)
 
     from sslib import config
 
-    params = config.load(overrides={"train": {"out_dir": "scratch/artifacts/train_cam", "lr": 1e-05}})
+    params = config.load(overrides={"train_cam": {"out_dir": "scratch/artifacts/train_cam", "lr": 1e-05},
+                                    "runs": {"devices": 2}})
     seen = {}
 
     def fake_launch(target, args, nproc_per_node=1, **kw):
@@ -64,6 +65,28 @@ def test_launch_with_params_hands_the_merged_params_to_the_children(monkeypatch)
                     params=config.load(path))
 
     monkeypatch.setattr(distributed, "launch", fake_launch)
-    distributed.launch_with_params("sslib.train_cam", params, ["--variant", "ssc"], nproc_per_node=2)
-    assert seen["target"] == "sslib.train_cam" and seen["args"][:2] == ["--variant", "ssc"] and seen["nproc"] == 2
+    distributed.launch_with_params("sslib.stages.train_cam", params, ["--variant", "ssc"], nproc_per_node=2)
+    assert seen["target"] == "sslib.stages.train_cam" and seen["args"][:2] == ["--variant", "ssc"] and seen["nproc"] == 2
     assert seen["params"] == params and not Path(seen["path"]).exists()
+
+
+def test_run_here_or_torchrun(monkeypatch, tmp_path):
+    """A per-run stage runs in this process with runs.devices == 1; with more, it launches
+    ``torchrun -m sslib.stages.<stage>`` for that variant and seed and reads the result file."""
+    from sslib import config
+
+    calls = []
+    result = tmp_path / "metrics.json"
+
+    def fake_launch(target, params, args, nproc_per_node=1, **kw):
+        calls.append((target, list(args), nproc_per_node))
+        result.write_text(json.dumps({"from": "torchrun"}))
+
+    monkeypatch.setattr(distributed, "launch_with_params", fake_launch)
+    one = config.load(overrides={"runs": {"devices": 1}})
+    assert distributed.run_here_or_torchrun("train_cam", one, "ssc", 0, lambda: {"from": "here"}, result) \
+        == {"from": "here"} and not calls
+    two = config.load(overrides={"runs": {"devices": 2}})
+    assert distributed.run_here_or_torchrun("train_cam", two, "ssc", 1, lambda: {"from": "here"}, result) \
+        == {"from": "torchrun"}
+    assert calls == [("sslib.stages.train_cam", ["--variant", "ssc", "--seed", 1], 2)]

@@ -92,3 +92,22 @@ def test_evaluate_split_accumulates_over_images_and_names_missing_files(tmp_path
     (tmp_path / "val" / "im1.npz").unlink()
     with pytest.raises(DataError, match="im1.npz: CAM file missing"):
         evaluate_split(tmp_path, MaskData(masks), "val", [0.5], progress=False)
+
+
+def test_threshold_labels_is_the_one_background_rule():
+    """Background where the largest CAM is at or below the threshold (ties go to background),
+    for one threshold or many at once; no present class means all background."""
+    from sslib.evaluate import strongest_class, threshold_labels
+
+    maps = torch.tensor([[[0.2, 0.9], [0.5, 0.1]], [[0.4, 0.3], [0.5, 0.0]]])  # (K=2, 2, 2)
+    keys = torch.tensor([3, 7])
+    value, label = strongest_class(maps, keys)
+    assert torch.equal(value, torch.tensor([[0.4, 0.9], [0.5, 0.1]])) and label.tolist() == [[8, 4], [4, 4]]
+    assert threshold_labels(value, label, 0.4).tolist() == [[0, 4], [4, 0]]
+    many = threshold_labels(value, label, torch.tensor([0.0, 0.5, 0.95]))
+    assert many.shape == (3, 2, 2)
+    assert many[1].tolist() == [[0, 4], [0, 0]] and many[2].sum() == 0
+    for i, t in enumerate([0.0, 0.5, 0.95]):
+        assert torch.equal(many[i], threshold_labels(value, label, t))
+    empty_v, empty_l = strongest_class(torch.zeros(0, 2, 3), torch.zeros(0, dtype=torch.long))
+    assert threshold_labels(empty_v, empty_l, 0.0).tolist() == [[0, 0, 0], [0, 0, 0]]

@@ -15,13 +15,66 @@ def test_committed_pairs_are_in_sync_and_stripped():
     assert notebook.check(ROOT / "notebooks") == []
 
 
-@pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.name)
-def test_every_notebook_has_a_parameters_cell_and_enters_the_root(src):
+#: an override of one key per section, and where the loaded params must show it
+OVERRIDES = {
+    "data": ({"val_split": "other"}, lambda p: p.data.val_split == "other"),
+    "synthetic": ({"n_train": 7}, lambda p: p.synthetic.n_train == 7),
+    "superpixels": ({"workers": 3}, lambda p: p.superpixels.workers == 3),
+    "augment": ({"hflip": False}, lambda p: p.augment.hflip is False),
+    "model": ({"vgg_weights": "weights/other.pth"}, lambda p: p.model.vgg_weights == "weights/other.pth"),
+    "runs": ({"devices": 3}, lambda p: p.runs.devices == 3),
+    "ssc": ({"beta_rec": 0.25}, lambda p: p.ssc.beta_rec == 0.25),
+    "variants": ({"ssc": {"beta_align": 0.5}}, lambda p: p.variants["ssc"] == {"beta_align": 0.5}),
+    "train_cam": ({"epochs": 7}, lambda p: p.train_cam.epochs == 7),
+    "eval_cam": ({"flip": False}, lambda p: p.eval_cam.flip is False),
+}
+
+
+def _parameters_and_setup(src: Path):
+    """The parameters cell's code, and the first code cell's statements up to the
+    ``params = notebook.setup(...)`` assignment."""
+    import ast
+
     nb = notebook.read_source(src)
-    text = src.read_text()
-    assert "enter_project_root()" in text and "config.load(params_path" in text
-    # run by hand, a notebook writes under scratch/, never over the pipeline's outputs
-    assert "params = notebook.route_outputs(params, " in text
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert "parameters" in code[0].metadata.get("tags", [])
+    body = ast.parse(code[1].source).body
+    calls = [i for i, st in enumerate(body) if isinstance(st, ast.Assign) and "notebook.setup(" in ast.unparse(st)]
+    assert calls, f"{src.name}: the cell after the parameters does not call notebook.setup"
+    return code[0].source, ast.unparse(ast.Module(body=body[:calls[0] + 1], type_ignores=[]))
+
+
+def _sections_read(stage: str) -> set[str]:
+    import yaml
+
+    entries = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage].get("params", [])
+    return {(e if isinstance(e, str) else next(iter(e))).split(".")[0] for e in entries}
+
+
+@pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.name)
+def test_every_notebook_accepts_the_sections_it_reads_and_applies_them(src, monkeypatch):
+    """The parameters cell holds one override dict per params section the stage reads
+    (dvc.yaml's params), and an override injected as papermill would inject it reaches the
+    params the notebook runs with."""
+    from sslib import config, paths
+    from sslib.stages import STAGES
+
+    stage = next(s for s, nb in STAGES.items() if nb == src.stem)
+    parameters, setup = _parameters_and_setup(src)
+    env: dict = {}
+    exec(parameters, env)
+    sections = {k for k, v in env.items() if isinstance(v, dict) and k in config.to_dict(config.Params())}
+    assert _sections_read(stage) <= sections, f"{src.name}: no override dict for {_sections_read(stage) - sections}"
+    assert f"notebook.setup('{stage}', params_path" in setup  # ast.unparse quotes with '
+    for k in sections:  # what papermill's injected cell does
+        env[k] = OVERRIDES[k][0]
+    monkeypatch.setenv(paths.PIPELINE_ENV, "1")  # the pipeline's own outputs: nothing goes to scratch/
+    monkeypatch.chdir(ROOT / "notebooks")  # as JupyterLab opens it
+    exec(setup, env)
+    params = env["params"]
+    for k in sections:
+        assert OVERRIDES[k][1](params), f"{src.name}: override of {k} not applied"
+    assert Path.cwd() == ROOT  # it runs from the project root
 
 
 def test_check_reports_drift_and_outputs(tmp_path):
@@ -128,8 +181,8 @@ def test_route_outputs_redirects_only_the_stage_run_by_hand(monkeypatch):
     assert paths.reports("train_cam") == Path("reports")
     monkeypatch.delenv(paths.PIPELINE_ENV)
     routed = notebook.route_outputs(params, "train_cam")
-    assert routed.train.out_dir == str(Path("scratch") / params.train.out_dir)
-    assert routed.cam.out_dir == params.cam.out_dir and routed.superpixels == params.superpixels
+    assert routed.train_cam.out_dir == str(Path("scratch") / params.train_cam.out_dir)
+    assert routed.eval_cam.out_dir == params.eval_cam.out_dir and routed.superpixels == params.superpixels
     assert paths.reports("train_cam") == Path("scratch/reports") and paths.reports("eval_cam") == Path("reports")
     synth = notebook.route_outputs(params, "synthesize")  # the synthetic set is also data.root
     assert synth.synthetic.out_dir == synth.data.root == str(Path("scratch") / params.synthetic.out_dir)

@@ -21,9 +21,10 @@ TINY = {
     "superpixels": {"workers": 1, "slic": {"n_segments": 30}},
     "augment": {"resize_long": [32, 64], "crop_size": 32},
     "model": {"frozen_stages": 2, "bn_eval": True},
-    "train": {"variants": ["cam", "ssc"], "seeds": [0], "epochs": 2, "batch_size": 5, "lr": 0.001},
+    "runs": {"variants": ["cam", "ssc"], "seeds": [0]},
+    "train_cam": {"epochs": 2, "batch_size": 5, "lr": 0.001},
     "ssc": {"warmup_epochs": 1, "rec_loss": "l1"},
-    "cam": {"scales": [1.0]},
+    "eval_cam": {"scales": [1.0]},
 }
 
 pytestmark = pytest.mark.slow
@@ -83,8 +84,8 @@ def test_repro_from_clean_copy(repo):
     assert _ran(r) == set(STAGES)
     for f in ("artifacts/synthetic/meta.json", "artifacts/prepared/labels.json",
               "artifacts/superpixels/meta.json", "reports/figures/data_samples.png",
-              "reports/notebooks/00_data.ipynb", "reports/notebooks/01_synthesize.ipynb",
-              "reports/notebooks/02_superpixels.ipynb"):
+              "reports/notebooks/02_data_report.ipynb", "reports/notebooks/00_synthesize.ipynb",
+              "reports/notebooks/01_superpixels.ipynb"):
         assert (repo / f).is_file(), f
     stats = json.loads((repo / "reports/data_stats.json").read_text())
     assert stats["images"] == {"train": 10, "val": 4}
@@ -93,7 +94,7 @@ def test_repro_from_clean_copy(repo):
     table = (repo / "reports/ablation.csv").read_text().splitlines()
     assert table[0].startswith("variant,miou_best_mean,miou_best_std,") and [r.split(",")[0] for r in table[1:]] == ["cam", "ssc"]
     for f in ("reports/ablation.md", "reports/figures/ablation_cams.png", "reports/ablation/sweep_val.csv",
-              "reports/notebooks/20_inspect_cams.ipynb", "reports/eval_cam/ssc/seed0/metrics.json"):
+              "reports/notebooks/19_inspect_cams.ipynb", "reports/eval_cam/ssc/seed0/metrics.json"):
         assert (repo / f).is_file(), f
     assert len(list((repo / "artifacts/cams/ssc/seed0/train").glob("*.npz"))) == 10
 
@@ -125,9 +126,9 @@ def test_failed_stage_keeps_the_git_tracked_results(repo):
     good = p.read_text()
     tracked = _files(repo / "reports", skip=("timings", "notebooks"))
     assert "train_cam/cam/seed0/metrics.json" in tracked and "train_cam/cam/seed0/losses.csv" in tracked
-    _set_params(repo, {"train": {"momentum": -1}})
+    _set_params(repo, {"train_cam": {"momentum": -1}})
     r = _dvc(repo, "repro", check=False)
-    assert r.returncode != 0 and "train.momentum" in r.stdout + r.stderr
+    assert r.returncode != 0 and "train_cam.momentum" in r.stdout + r.stderr
     assert _files(repo / "reports", skip=("timings", "notebooks")) == tracked
     p.write_text(good)
     _dvc(repo, "repro")
@@ -145,7 +146,7 @@ def test_notebook_run_by_hand_writes_to_scratch(repo, tmp_path):
     """The user's probe: README's papermill example with other superpixels. It must not
     replace the pipeline's maps: its outputs go under scratch/, and no stage becomes changed."""
     before = _files(repo / "artifacts/superpixels")
-    r = subprocess.run([sys.executable, "-m", "papermill", "notebooks/02_superpixels.ipynb",
+    r = subprocess.run([sys.executable, "-m", "papermill", "notebooks/01_superpixels.ipynb",
                         str(tmp_path / "out.ipynb"), "-y", "superpixels: {method: felzenszwalb}"],
                        cwd=repo, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -233,20 +234,20 @@ def test_voc_layout_runs_and_bad_files_are_named(voc_repo):
 
 
 def test_exp_run_with_small_and_large_floats(repo):
-    """The user's probe: `dvc exp run -S train.weight_decay=0.00001` (DVC writes 1e-05, which
+    """The user's probe: `dvc exp run -S train_cam.weight_decay=0.00001` (DVC writes 1e-05, which
     YAML 1.1 reads as a string) with 2e-4 and 1e6 beside it, at tiny size, from the data
     stages through a training to its CAM evaluation (one chain, to keep the suite short)."""
     env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@t"}
     subprocess.run(["git", "add", "-A"], cwd=repo, check=True, env=env)
     subprocess.run(["git", "commit", "-qm", "tiny"], cwd=repo, check=True, env=env)
-    r = _dvc(repo, "exp", "run", "eval_cam@cam-0", "-S", "train.weight_decay=0.00001",
-             "-S", "train.decoder_lr=2e-4", "-S", "superpixels.slic.compactness=1e6")
+    r = _dvc(repo, "exp", "run", "eval_cam@cam-0", "-S", "train_cam.weight_decay=0.00001",
+             "-S", "train_cam.decoder_lr=2e-4", "-S", "superpixels.slic.compactness=1e6")
     text = (repo / "params.yaml").read_text()
     assert "weight_decay: 1e-05" in text  # as DVC writes it
     assert _ran(r) == {"superpixels", "train_cam@cam-0", "eval_cam@cam-0"}
     from sslib import config
 
     p = config.load(repo / "params.yaml")
-    assert (p.train.weight_decay, p.train.decoder_lr, p.superpixels.slic.compactness) == (1e-05, 2e-4, 1e6)
+    assert (p.train_cam.weight_decay, p.train_cam.decoder_lr, p.superpixels.slic.compactness) == (1e-05, 2e-4, 1e6)
     assert "changed" not in _dvc(repo, "status", "eval_cam@cam-0").stdout

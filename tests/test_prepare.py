@@ -7,8 +7,10 @@ import yaml
 from PIL import Image
 
 from data_fixtures import data_cfg, make_mask, make_sbd, make_voc, read_json
-from sslib.data import VOC_CLASSES, build_dataset, prepare
-from sslib.data.prepare import main, read_sbd_mat
+from sslib.data import VOC_CLASSES, build_dataset
+from sslib.data.prepare import prepare
+from sslib.data.prepare import read_sbd_mat
+from sslib.stages.prepare import main
 from sslib.data.voc import voc_palette
 from sslib.io import DataError, read_png_labels, save_png
 
@@ -190,7 +192,7 @@ def test_empty_split_is_rejected_naming_the_list(tmp_path, monkeypatch, capsys):
 
 
 def test_cli_from_a_subfolder_uses_the_project_root(tmp_path, monkeypatch, capsys):
-    """`python -m sslib.data.prepare` from notebooks/ reads and writes the project's paths
+    """`python -m sslib.stages.prepare` from notebooks/ reads and writes the project's paths
     (params.yaml's paths are relative to its folder), not paths under notebooks/."""
     make_voc(tmp_path / "root", VOC_MASKS, VOC_LISTS)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(

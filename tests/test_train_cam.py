@@ -11,17 +11,19 @@ import pytest
 import torch
 import yaml
 
-from sslib import config, superpixels, train_cam
+from sslib import config, paths, superpixels
 from sslib.config import deep_merge
 from sslib.data import build_dataset, synthetic
 from sslib.data.prepare import prepare
+from sslib.stages import train_cam
 
 TINY = {
     "synthetic": {"n_train": 4, "n_val": 2, "image_size": 48, "max_objects": 2},
     "superpixels": {"workers": 1, "slic": {"n_segments": 20}},
     "augment": {"resize_long": [32, 48], "crop_size": 32},
     "model": {"frozen_stages": 2, "bn_eval": True},
-    "train": {"variants": ["ssc"], "seeds": [0], "epochs": 3, "batch_size": 2, "lr": 0.01},
+    "runs": {"variants": ["ssc"], "seeds": [0]},
+    "train_cam": {"epochs": 3, "batch_size": 2, "lr": 0.01},
     "ssc": {"warmup_epochs": 1, "rec_loss": "l1"},
 }
 
@@ -71,57 +73,62 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def test_trains_and_writes_outputs(in_project):
-    params = _params(in_project, train={"out_dir": "runs/a"})
+    params = _params(in_project, train_cam={"out_dir": "runs/a"})
     m = train_cam.train_cam(params, "ssc", 0, progress=False)
     assert m["epochs"] == 3 and m["steps"] == 6
     assert not any("time" in k or "per_s" in k for k in m)  # machine-dependent: kept apart
-    timings = json.loads((in_project / "reports/timings/train_cam/ssc-seed0.json").read_text())
+    timings = json.loads(paths.timings("train_cam", paths.run_name("ssc", 0)).read_text())
     assert len(timings["epoch_s"]) == 3 and timings["train_time_s"] > 0 and timings["images_per_s"] > 0
-    run = in_project / "runs/a/ssc/seed0"
-    assert (run / "model.pt").is_file() and (run / "checkpoint.pt").is_file()
-    rows = (in_project / "reports/train_cam/ssc/seed0/losses.csv").read_text().splitlines()
-    assert rows[0].split(",")[:4] == ["epoch", "step", "lr", "loss"] and len(rows) == 4
+    assert paths.train_dir(params, "ssc", 0) == Path("runs/a/ssc/seed0")
+    assert paths.model(params, "ssc", 0).is_file() and paths.checkpoint(params, "ssc", 0).is_file()
+    rep = paths.train_reports("ssc", 0)
+    rows = (rep / paths.LOSSES).read_text().splitlines()
+    assert rows[0] == "epoch,step,lr,loss,cls,rec,align" and len(rows) == 4
     header = rows[0].split(",")
     align = [float(r.split(",")[header.index("align")]) for r in rows[1:]]
     assert align[0] == 0.0 and all(a > 0 for a in align[1:])  # warm-up: 1 epoch without alignment
-    metrics = json.loads((in_project / "reports/train_cam/ssc/seed0/metrics.json").read_text())
-    assert metrics["final"] == m["final"] and all(map(lambda x: x == x, m["final"].values()))
-    ck = torch.load(run / "model.pt", map_location="cpu", weights_only=True)
+    metrics = json.loads((rep / paths.METRICS).read_text())
+    assert metrics == m and list(m) == ["variant", "seed", "epochs", "steps", "final", "device", "world_size"]
+    assert list(m["final"]) == ["loss", "cls", "rec", "align"] and all(x == x for x in m["final"].values())
+    ck = torch.load(paths.model(params, "ssc", 0), map_location="cpu", weights_only=True)
+    assert list(ck) == ["net", "decoder", "classes", "variant", "seed", "settings", "model"]
     assert ck["variant"] == "ssc" and len(ck["classes"]) == 6 and ck["decoder"] is not None
 
 
 def test_interrupted_run_resumes_to_the_same_weights(in_project):
-    straight = _params(in_project, train={"out_dir": "runs/straight"})
+    straight = _params(in_project, train_cam={"out_dir": "runs/straight"})
     train_cam.train_cam(straight, "+crm", 1, progress=False)
-    report = in_project / "reports/train_cam/+crm/seed1"
-    finished = {f: (report / f).read_bytes() for f in ("losses.csv", "metrics.json")}
-    resumed = _params(in_project, train={"out_dir": "runs/resumed"})
+    report = paths.train_reports("+crm", 1)
+    finished = {f: (report / f).read_bytes() for f in (paths.LOSSES, paths.METRICS)}
+    resumed = _params(in_project, train_cam={"out_dir": "runs/resumed"})
     assert train_cam.train_cam(resumed, "+crm", 1, progress=False, stop_after_epochs=1) == {"stopped_at_epoch": 1}
-    assert not (in_project / "runs/resumed/+crm/seed1/model.pt").exists()
+    assert not paths.model(resumed, "+crm", 1).exists()
     # an unfinished run leaves the last finished run's reports as they were
     assert {f: (report / f).read_bytes() for f in finished} == finished
     train_cam.train_cam(resumed, "+crm", 1, progress=False)
-    a = _weights(in_project / "runs/straight/+crm/seed1/model.pt")
-    b = _weights(in_project / "runs/resumed/+crm/seed1/model.pt")
+    a = _weights(paths.model(straight, "+crm", 1))
+    b = _weights(paths.model(resumed, "+crm", 1))
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+    # and the resumed run's reports are the uninterrupted run's
+    assert {f: (report / f).read_bytes() for f in finished} == finished
 
 
 def test_new_run_removes_the_old_model_and_killed_writes(in_project):
     """A run that starts removes the previous run's model.pt (eval_cam must not evaluate it
     beside a new, unfinished checkpoint) and the temporary file a SIGKILL during a checkpoint
     write left behind; a finished run's checkpoint holds no wall-clock time."""
-    p = _params(in_project, train={"out_dir": "runs/stale", "epochs": 2})
+    p = _params(in_project, train_cam={"out_dir": "runs/stale", "epochs": 2})
     train_cam.train_cam(p, "cam", 0, progress=False)
-    run = in_project / "runs/stale/cam/seed0"
+    run = paths.train_dir(p, "cam", 0)
     leftover = run / ".checkpoint.pt.tmp-k1ll3d.pt"
     leftover.write_bytes(b"half a checkpoint")
-    p2 = _params(in_project, train={"out_dir": "runs/stale", "epochs": 2, "lr": 0.02})
+    p2 = _params(in_project, train_cam={"out_dir": "runs/stale", "epochs": 2, "lr": 0.02})
     assert train_cam.train_cam(p2, "cam", 0, progress=False, stop_after_epochs=1) == {"stopped_at_epoch": 1}
-    assert not (run / "model.pt").exists() and not leftover.exists()
-    assert sorted(f.name for f in run.iterdir()) == ["checkpoint.pt"]
-    ck = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert not paths.model(p2, "cam", 0).exists() and not leftover.exists()
+    assert sorted(f.name for f in run.iterdir()) == [paths.CHECKPOINT]
+    ck = torch.load(paths.checkpoint(p2, "cam", 0), map_location="cpu", weights_only=True)
     assert not any("time" in k for k in ck) and ck["epoch"] == 1
 
 
@@ -129,20 +136,21 @@ def test_same_run_twice_writes_the_same_files(in_project):
     """What must reproduce does: checkpoint, model and reports are byte-identical across runs."""
     files = {}
     for i in range(2):
-        p = _params(in_project, train={"out_dir": f"runs/twice{i}", "epochs": 1})
+        p = _params(in_project, train_cam={"out_dir": f"runs/twice{i}", "epochs": 1})
         train_cam.train_cam(p, "cam", 0, progress=False)
-        rep = in_project / "reports/train_cam/cam/seed0"
-        files[i] = {f: (in_project / f"runs/twice{i}/cam/seed0" / f).read_bytes() for f in ("model.pt", "checkpoint.pt")}
-        files[i].update({f: (rep / f).read_bytes() for f in ("losses.csv", "metrics.json")})
+        rep, run = paths.train_reports("cam", 0), paths.train_dir(p, "cam", 0)
+        files[i] = {f: (run / f).read_bytes() for f in (paths.MODEL, paths.CHECKPOINT)}
+        files[i].update({f: (rep / f).read_bytes() for f in (paths.LOSSES, paths.METRICS)})
     assert files[0] == files[1]
 
 
 def test_changed_settings_do_not_resume_a_foreign_checkpoint(in_project, capsys):
-    p = _params(in_project, train={"out_dir": "runs/foreign", "epochs": 2})
+    p = _params(in_project, train_cam={"out_dir": "runs/foreign", "epochs": 2})
     train_cam.train_cam(p, "baseline", 0, progress=False, stop_after_epochs=1)
-    p2 = _params(in_project, train={"out_dir": "runs/foreign", "epochs": 2, "lr": 0.02})
+    p2 = _params(in_project, train_cam={"out_dir": "runs/foreign", "epochs": 2, "lr": 0.02})
     train_cam.train_cam(p2, "baseline", 0, progress=False)
-    assert "other settings" in capsys.readouterr().err
+    assert "train_cam: runs/foreign/baseline/seed0/checkpoint.pt was written with other settings" \
+        in capsys.readouterr().err
 
 
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(in_project, monkeypatch):
@@ -156,37 +164,39 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(in_project, monkeyp
         return out * float("nan") if calls["n"] > 2 else out  # epoch 1 (2 steps) is fine
 
     monkeypatch.setattr(losses, "classification_loss", poisoned)
-    p = _params(in_project, train={"out_dir": "runs/nan"})
-    with pytest.raises(train_cam.NonFiniteLossError, match=r"epoch 2.*after epoch 1\) is kept"):
+    p = _params(in_project, train_cam={"out_dir": "runs/nan"})
+    with pytest.raises(train_cam.NonFiniteLossError, match=r"epoch 2.*after epoch 1\) is kept.*train_cam\.lr"):
         train_cam.train_cam(p, "cam", 0, progress=False)
-    ck = torch.load(in_project / "runs/nan/cam/seed0/checkpoint.pt", map_location="cpu", weights_only=True)
+    ck = torch.load(paths.checkpoint(p, "cam", 0), map_location="cpu", weights_only=True)
     assert ck["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in ck["net"].values() if v.is_floating_point())
+    assert not paths.model(p, "cam", 0).exists()
 
 
 @pytest.mark.slow
 def test_two_process_ddp_step_equals_single_process(in_project):
     """One optimisation step on a global batch of 4: 2 gloo processes x 2 images == 1 x 4."""
-    update = {"train": {"epochs": 1, "batch_size": 4, "variants": ["ssc"]}, "ssc": {"warmup_epochs": 0}}
-    _write_params(in_project, deep_merge(update, {"train": {"out_dir": "runs/single"}}))
+    update = {"train_cam": {"epochs": 1, "batch_size": 4}, "runs": {"variants": ["ssc"]},
+              "ssc": {"warmup_epochs": 0}}
+    _write_params(in_project, deep_merge(update, {"train_cam": {"out_dir": "runs/single"}}))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "sslib.train_cam", "--variant", "ssc", "--seed", "0"],
+    subprocess.run([sys.executable, "-m", "sslib.stages.train_cam", "--variant", "ssc", "--seed", "0"],
                    cwd=in_project, env=env, check=True, capture_output=True)
-    _write_params(in_project, deep_merge(update, {"train": {"out_dir": "runs/ddp", "devices": 2}}))
+    _write_params(in_project, deep_merge(update, {"train_cam": {"out_dir": "runs/ddp"}, "runs": {"devices": 2}}))
     from sslib.distributed import torchrun_command
 
-    cmd = torchrun_command("sslib.train_cam", ["--variant", "ssc", "--seed", "0"], nproc_per_node=2)
+    cmd = torchrun_command("sslib.stages.train_cam", ["--variant", "ssc", "--seed", "0"], nproc_per_node=2)
     r = subprocess.run(cmd, cwd=in_project, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
-    a = _weights(in_project / "runs/single/ssc/seed0/model.pt")
-    b = _weights(in_project / "runs/ddp/ssc/seed0/model.pt")
+    single, ddp = (_params(in_project, train_cam={"out_dir": f"runs/{d}"}) for d in ("single", "ddp"))
+    a, b = _weights(paths.model(single, "ssc", 0)), _weights(paths.model(ddp, "ssc", 0))
     for k in a:
         if k.startswith("net."):  # SGD: the weights after the step agree
             torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6, msg=k)
     # Adam's first step is lr * sign(grad) where the gradient is ~0, which amplifies rounding;
     # compare its first moment ((1 - beta1) * grad) instead: the gradients agree
-    ca, cb = (torch.load(in_project / f"runs/{r}/ssc/seed0/checkpoint.pt", map_location="cpu",
-                         weights_only=True)["dec_opt"]["state"] for r in ("single", "ddp"))
+    ca, cb = (torch.load(paths.checkpoint(p, "ssc", 0), map_location="cpu",
+                         weights_only=True)["dec_opt"]["state"] for p in (single, ddp))
     assert ca.keys() == cb.keys() and len(ca) > 0
     for k in ca:
         torch.testing.assert_close(ca[k]["exp_avg"], cb[k]["exp_avg"], rtol=1e-4, atol=1e-8)
@@ -199,32 +209,36 @@ def test_two_process_ddp_step_equals_single_process(in_project):
     moved = [k for k in a if a[k].is_floating_point() and not torch.equal(a[k], start[k])]
     assert any(k.startswith("net.classifier") or "classifier" in k for k in moved), moved[:5]
     assert any(k.startswith("decoder.") for k in moved)
-    metrics = json.loads((in_project / "reports/train_cam/ssc/seed0/metrics.json").read_text())
+    metrics = json.loads((paths.train_reports("ssc", 0) / paths.METRICS).read_text())
     assert metrics["world_size"] == 2
 
 
 def test_eval_cam_makes_and_evaluates_the_cams_of_a_trained_run(in_project):
-    from sslib import eval_cam
     from sslib.cam import cam_path, load_cam
+    from sslib.io import DataError
+    from sslib.stages import eval_cam
 
-    params = _params(in_project, train={"out_dir": "runs/e", "epochs": 1},
-                     cam={"out_dir": "cams", "scales": [1.0, 0.5], "batch_size": 3})
-    with pytest.raises(eval_cam.DataError, match="runs/e/cam/seed0/model.pt: no trained model"):
+    params = _params(in_project, train_cam={"out_dir": "runs/e", "epochs": 1},
+                     eval_cam={"out_dir": "cams", "scales": [1.0, 0.5], "batch_size": 3})
+    with pytest.raises(DataError, match="runs/e/cam/seed0/model.pt: no trained model"):
         eval_cam.eval_cam(params, "cam", 0, progress=False)
     train_cam.train_cam(params, "cam", 0, progress=False)
-    m = eval_cam.eval_cam(params, "cam", 0, progress=False)
+    net, decoder, classes = eval_cam.load_run(params, "cam", 0)
+    assert decoder is None and len(classes) == 6 and not net.training
+    m = eval_cam.run(params, "cam", 0, progress=False)  # runs.devices == 1: in this process
     for split in ("train", "val"):
         ds = build_dataset(params.data, split)
         for name in ds.names:
-            c = load_cam(cam_path(in_project / "cams/cam/seed0", split, name), size=(48, 48))
+            c = load_cam(cam_path(paths.cam_dir(params, "cam", 0), split, name), size=(48, 48))
             assert sorted(c["keys"].tolist()) == sorted(torch.nonzero(ds[ds.names.index(name)]["label"])[:, 0].tolist())
         best, fixed = m[split]["best"], m[split]["fixed"]
         assert 0 <= fixed["miou"] <= best["miou"] <= 1 and fixed["threshold"] == 0.2
         assert set(best["iou"]) == {"background", *ds.classes}
-    rep = in_project / "reports/eval_cam/cam/seed0"
-    assert json.loads((rep / "metrics.json").read_text()) == m
-    rows = (rep / "sweep.csv").read_text().splitlines()
+    rep = paths.eval_reports("cam", 0)
+    assert rep == Path("reports/eval_cam/cam/seed0")
+    assert json.loads((rep / paths.METRICS).read_text()) == m
+    rows = (rep / paths.SWEEP).read_text().splitlines()
     assert rows[0] == "threshold,train_miou,val_miou" and len(rows) == 20
     assert max(float(r.split(",")[2]) for r in rows[1:]) == pytest.approx(m["val"]["best"]["miou"], abs=1e-5)
-    timings = json.loads((in_project / "reports/timings/eval_cam/cam-seed0.json").read_text())
+    timings = json.loads(paths.timings("eval_cam", paths.run_name("cam", 0)).read_text())
     assert timings["cam_time_s"] > 0 and not any("time" in k for k in m)

@@ -38,7 +38,7 @@ __all__ = [
 
 #: the label cache inside ``prepared_dir``
 LABELS_NAME = "labels.json"
-PREPARE_HINT = "run `dvc repro prepare` or `python -m sslib.data.prepare`"
+PREPARE_HINT = "run `dvc repro prepare` or `python -m sslib.stages.prepare`"
 _SHOW = 5  # how many offending entries an error message lists
 
 

@@ -77,9 +77,9 @@ def mask_dirs(root: str | Path, prepared_dir: str | Path) -> list[Path]:
 def _how_to_create(split: str) -> str:
     if split == "train_aug":
         return ("train_aug is built by the prepare stage from SBD: set data.sbd_root to SBD's "
-                "`dataset` folder, then run `dvc repro prepare` or `python -m sslib.data.prepare`")
+                "`dataset` folder, then run `dvc repro prepare` or `python -m sslib.stages.prepare`")
     return ("create it with one image name per line (no extension), or run `dvc repro prepare` / "
-            "`python -m sslib.data.prepare`")
+            "`python -m sslib.stages.prepare`")
 
 
 class VOCDataset(SegDataset):

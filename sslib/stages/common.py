@@ -1,30 +1,25 @@
-"""What every stage module shares: its command line, and running a per-run stage in this
-process or under ``torchrun``.
+"""The command line every stage module shares.
 
 :func:`cli` gives each stage the same shell interface: ``--params FILE`` (default the
 project's params.yaml, found from any folder inside the project), the project root as the
 working directory, and expected failures (bad parameters, bad data, a diverged run)
 printed as ``<stage>: error: ...`` with exit status 1 instead of a traceback.
 
-:func:`run_here_or_torchrun` runs one variant and seed in this process, or, when
-``runs.devices > 1``, launches ``torchrun -m sslib.stages.<stage> --variant V --seed S``
-and waits. The children get the caller's params exactly, notebook overrides included
-(:func:`sslib.distributed.launch_with_params`), and the caller reads the run's result
-file back.
+Running a per-run stage in this process or under ``torchrun`` is
+:func:`sslib.distributed.run_here_or_torchrun`.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .. import distributed, paths
+from .. import paths
 from ..config import ConfigError, Params, load
 from ..io import DataError
 
-__all__ = ["cli", "run_here_or_torchrun", "add_run_args"]
+__all__ = ["cli", "add_run_args"]
 
 
 def add_run_args(ap: argparse.ArgumentParser) -> None:
@@ -55,14 +50,3 @@ def cli(stage: str, doc: str, call: Callable[[Params, argparse.Namespace], Any],
     if result is not None:
         print(json.dumps(result, default=str))
     return 0
-
-
-def run_here_or_torchrun(stage: str, params: Params, variant: str, seed: int,
-                         here: Callable[[], dict], result: Path) -> dict:
-    """``here()`` in this process, or the stage under torchrun when ``runs.devices > 1``
-    (then the run's ``result`` JSON file, which rank 0 wrote, is returned)."""
-    if params.runs.devices > 1:
-        distributed.launch_with_params(f"sslib.stages.{stage}", params, ["--variant", variant, "--seed", seed],
-                                       nproc_per_node=params.runs.devices)
-        return json.loads(Path(result).read_text())
-    return here()

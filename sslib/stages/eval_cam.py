@@ -97,9 +97,9 @@ def eval_cam(params: Params, variant: str, seed: int, *, progress: bool = True) 
 
 def run(params: Params, variant: str, seed: int, progress: bool = True) -> dict:
     """:func:`eval_cam` in this process, or under ``torchrun`` when ``runs.devices > 1``."""
-    return common.run_here_or_torchrun("eval_cam", params, variant, seed,
-                                       lambda: eval_cam(params, variant, seed, progress=progress),
-                                       paths.eval_reports(variant, seed) / paths.METRICS)
+    return distributed.run_here_or_torchrun("eval_cam", params, variant, seed,
+                                            lambda: eval_cam(params, variant, seed, progress=progress),
+                                            paths.eval_reports(variant, seed) / paths.METRICS)
 
 
 def main(argv: list[str] | None = None) -> int:
