@@ -247,9 +247,9 @@ def _load_checkpoint(name: str, path: Path, fingerprint: dict, epochs: int, keys
 
 
 def _resume(name: str, run: str, path: Path, fingerprint: dict, epochs: int, modules: Mapping[str, nn.Module | None],
-            optimizers: Mapping[str, torch.optim.Optimizer | None], timings_path: Path,
-            dist: DistInfo) -> tuple[int, list[dict], list[float]]:
-    """Load a resumable checkpoint into the modules and optimizers.
+            optimizers: Mapping[str, torch.optim.Optimizer | None], timings_path: Path, dist: DistInfo,
+            fields: list[str]) -> tuple[int, list[dict], list[float]]:
+    """Load a resumable checkpoint into the modules and optimizers (``fields``: a history row's keys).
 
     Returns (epochs done, history, epoch times), ``(0, [], [])`` when starting afresh.
     """
@@ -262,7 +262,10 @@ def _resume(name: str, run: str, path: Path, fingerprint: dict, epochs: int, mod
             o.load_state_dict(ck[k])
     if dist.is_main:
         print(f"{name}: resuming {run} after epoch {ck['epoch']}", file=sys.stderr)
-    return ck["epoch"], list(ck["history"]), _read_epoch_times(timings_path, ck["epoch"])
+    # rows keyed by this run's own name strings: pickle shares equal objects only, so the next
+    # checkpoint's bytes equal an uninterrupted run's
+    history = [{k: row[k] for k in fields} for row in ck["history"]]
+    return ck["epoch"], history, _read_epoch_times(timings_path, ck["epoch"])
 
 
 def _read_epoch_times(path: Path, epochs: int) -> list[float]:
@@ -404,8 +407,9 @@ def fit(name: str, dataset: Dataset, modules: Mapping[str, nn.Module | None],
     checkpoint_path, timings_path = Path(checkpoint_path), Path(timings_path)
     sampler = EpochSampler(len(dataset), batch_size, seed, dist.rank, dist.world_size)
     steps = sampler.steps_per_epoch()
+    fields = ["epoch", "step", "lr", "loss", *loss_names]  # a history row's keys
     start, history, epoch_s = _resume(name, run, checkpoint_path, fingerprint, epochs, modules, optimizers,
-                                      timings_path, dist)
+                                      timings_path, dist, fields)
     end = epochs if stop_after_epochs is None else min(epochs, start + stop_after_epochs)
     from tqdm.auto import tqdm
 
@@ -418,8 +422,7 @@ def fit(name: str, dataset: Dataset, modules: Mapping[str, nn.Module | None],
         mean, seconds = loop.epoch(epoch)
         epoch_s.append(seconds)
         lr = loop.optimizers[0].param_groups[0]["lr"] if loop.optimizers else 0.0
-        history.append(dict(zip(["epoch", "step", "lr", "loss", *loss_names],
-                                [epoch + 1, (epoch + 1) * steps, lr, *mean])))
+        history.append(dict(zip(fields, [epoch + 1, (epoch + 1) * steps, lr, *mean])))
         if dist.is_main:
             save(_state(epoch + 1, (epoch + 1) * steps, fingerprint, history, modules, optimizers), checkpoint_path)
             _write_timings(timings_path, epoch_s, steps * batch_size)

@@ -63,7 +63,7 @@ def test_sweeps_and_per_class(root):
     m = ablation.mean_sweep(sw, "train", order=["ssc", "base"])
     assert m.columns.tolist() == ["threshold", "ssc", "base"]
     assert m.loc[m["threshold"] == 0.2, "ssc"].item() == pytest.approx(np.mean([0.40, 0.42, 0.47]))
-    pc = ablation.per_class_frame(["ssc"], [0], "train", root=root)
+    pc = ablation.per_class_frame(["ssc"], [0], "train", root)
     assert pc.set_index("class")["iou"].to_dict() == pytest.approx({"background": 50.0, "a": 30.0})
 
 
@@ -100,3 +100,97 @@ def test_activation_contrast_means_over_image_class_pairs(tmp_path):
     assert c["inside"] == pytest.approx((1.0 + 1.0 + 0.6) / 3, abs=1e-3)
     assert c["background"] == pytest.approx((0.3 + 0.0 + 0.5) / 3, abs=1e-3)
     assert c["ratio"] == pytest.approx(c["inside"] / c["background"])
+
+
+# --------------------------------------------------------------------------- the report
+def _runs(miou: dict[tuple[str, int], float], threshold: float = 0.3) -> pd.DataFrame:
+    """A runs frame as :func:`ablation.runs_frame` returns it, train and val equal."""
+    return pd.DataFrame([{"variant": v, "seed": s, "split": split, "miou_best": m, "best_threshold": threshold,
+                          "miou_fixed": m / 2, "precision": 0.5, "recall": 0.6, "over_activation": 0.9}
+                         for split in ("train", "val") for (v, s), m in miou.items()])
+
+
+CONTRAST = pd.DataFrame({"variant": ["base", "base", "ssc", "noisy"], "seed": [0, 1, 0, 0],
+                         "inside": [0.5, 0.7, 0.8, 0.45], "background": [0.3, 0.5, 0.2, 0.41]})
+
+
+def test_full_table_adds_val_miou_and_contrast_columns():
+    runs = _runs(MIOU)
+    runs.loc[runs["split"] == "val", "miou_best"] += 0.1
+    t = ablation.full_table(runs, CONTRAST, "train", "val", order=["ssc", "base", "noisy"])
+    assert t.columns.tolist() == [
+        "variant", "miou_best_mean", "miou_best_std", "best_threshold", "miou_fixed_mean", "miou_fixed_std",
+        "precision", "recall", "over_activation", "over_activation_std", "seeds", "val_miou_best_mean",
+        "val_miou_best_std", "cam_inside", "cam_background"]
+    ssc = t.set_index("variant").loc["ssc"]
+    assert ssc["miou_best_mean"] == pytest.approx(43.0) and ssc["val_miou_best_mean"] == pytest.approx(53.0)
+    assert ssc["val_miou_best_std"] == pytest.approx(np.std([40.0, 42.0, 47.0], ddof=1))
+    base = t.set_index("variant").loc["base"]
+    assert base["cam_inside"] == pytest.approx(60.0) and base["cam_background"] == pytest.approx(40.0)
+    m = ablation.contrast_means(CONTRAST)
+    assert m.loc["noisy", "inside"] == pytest.approx(45.0) and m.index.tolist() == ["base", "noisy", "ssc"]
+
+
+def test_verdict_in_words_both_ways():
+    assert ablation.verdict("base", 0.0, True, "base") == "reference"
+    assert ablation.verdict("ssc", 11.04, False, "base") == "+11.0: above base on every seed"
+    assert ablation.verdict("cam", -0.4, False, "base") == "-0.4: below base on every seed"
+    assert ablation.verdict("x", -0.01, True, "base") == "-0.0: inside the seed spread (no evidence either way)"
+    assert ablation.verdict("x", 2.0, True, "base") == "+2.0: inside the seed spread (no evidence either way)"
+
+
+def test_comparison_per_split_with_overlap_and_verdict():
+    runs = _runs(MIOU)
+    runs.loc[(runs["split"] == "val") & (runs["variant"] == "noisy"), "miou_best"] += 0.5  # 70..100: above
+    c = ablation.comparison(runs, ["train", "val", "val"], "base")  # each split once
+    assert c.columns.tolist() == ["split", "variant", "diff", "min", "max", "ref_min", "ref_max", "overlap",
+                                  "verdict"]
+    assert c["split"].tolist() == ["train"] * 3 + ["val"] * 3
+    assert c["variant"].tolist() == ["base", "ssc", "noisy"] * 2
+    v = c.set_index(["split", "variant"])["verdict"]
+    assert v["train", "base"] == "reference" and v["train", "ssc"] == "+11.0: above base on every seed"
+    assert v["train", "noisy"] == "+1.7: inside the seed spread (no evidence either way)"
+    assert v["val", "noisy"] == "+51.7: above base on every seed"
+    lower = _runs({("base", 0): 0.5, ("base", 1): 0.6, ("low", 0): 0.1, ("low", 1): 0.2})
+    assert ablation.comparison(lower, ["train"], "base").set_index("variant").loc["low", "verdict"] == \
+        "-40.0: below base on every seed"
+    # touching ranges overlap
+    touch = _runs({("base", 0): 0.5, ("base", 1): 0.6, ("t", 0): 0.6, ("t", 1): 0.7})
+    assert ablation.comparison(touch, ["train"], "base").set_index("variant").loc["t", "overlap"]
+
+
+def test_uniform_caveat_only_when_every_best_threshold_is_the_largest():
+    ths = [0.05, 0.5, 0.95]
+    means = ablation.contrast_means(CONTRAST)
+    assert ablation.uniform_caveat(_runs(MIOU, threshold=0.5), ths, means) == ""
+    mixed = _runs(MIOU, threshold=0.95)
+    mixed.loc[0, "best_threshold"] = 0.5
+    assert ablation.uniform_caveat(mixed, ths, means) == ""
+    text = ablation.uniform_caveat(_runs(MIOU, threshold=0.95), ths, means)
+    assert text.startswith("\n**Every run's best threshold is the largest swept (0.95), and the mean CAM on "
+                           "ground-truth background is 20-41 % of its maximum (on the object 45-80 %)")
+    assert text.endswith("no evidence for or against SSC.**\n")
+
+
+def test_report_markdown_holds_the_table_caveat_and_comparison():
+    runs = _runs(MIOU)
+    table = ablation.full_table(runs, CONTRAST, "train", "val", order=["base", "ssc", "noisy"])
+    cmp = ablation.comparison(runs, ["train", "val"], "base")
+    md = ablation.report_markdown(table, cmp, dataset="synthetic", seeds=[0, 1, 2], scales=[1.0, 0.5], flip=True,
+                                  fixed_threshold=0.2, train_split="train", val_split="val", reference="base",
+                                  caveat="\n**CAVEAT**\n")
+    lines = md.splitlines()
+    assert lines[0] == "# Ablation (generated by `dvc repro ablation`; do not edit)"
+    assert lines[2].startswith("Data set `synthetic`; seeds [0, 1, 2]; CAM scales [1.0, 0.5] + flip. Percent;")
+    assert "at the fixed threshold 0.2;" in lines[2] and "on background (val)." in lines[2]
+    assert lines[4] == ("| variant | mIoU best | ± std | best thr | mIoU @0.2 | ± std  | precision | recall | "
+                        "over-act. | ± std   | seeds | val mIoU | ± std    | CAM on object | CAM on bg |")
+    assert lines[6] == "| base | 32.0 | 2.0 | 0.30 | 16.0 | 1.0 | 50.0 | 60.0 | 90.0 | 0.0 | 3 | 32.0 | 2.0 | 60.0 | 40.0 |"
+    assert ablation.to_markdown(cmp[["split", "variant", "diff", "min", "max", "verdict"]]) in md
+    assert "\n**CAVEAT**\n" in md and md.index("**CAVEAT**") < md.index("## Against `base`")
+    assert "| train | ssc | 11.0 | 40.0 | 47.0 | +11.0: above base on every seed |" in md
+    plain = ablation.report_markdown(table, cmp, dataset="voc", seeds=[0], scales=[1.0], flip=False,
+                                     fixed_threshold=0.25, train_split="train_aug", val_split="val",
+                                     reference="base")
+    assert "CAM scales [1.0]. Percent" in plain and "mIoU @0.25" in plain and "`train_aug`" in plain
+    assert "**" not in plain
