@@ -29,16 +29,12 @@ summary
 # How often each class appears on each background context (all splits).
 
 # %%
-import json
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 import seaborn as sns
 
 from sslib.data import synthetic as syn
 
-meta = json.loads(Path(cfg.out_dir, "meta.json").read_text())
-table = syn.summarize(meta)
+table = syn.summarize(syn.read_meta(cfg.out_dir))
 fig, ax = plt.subplots(figsize=(7, 4))
 sns.heatmap(table, annot=True, fmt="d", cmap="Blues", ax=ax)
 ax.set(xlabel="background context", ylabel="object class")
@@ -48,16 +44,13 @@ plt.tight_layout()
 # ## A few images and their masks
 
 # %%
-import numpy as np
-
 from sslib.data.voc import voc_palette
-from sslib.io import read_png_labels, read_rgb
 
-names = (Path(cfg.out_dir) / "ImageSets" / "Segmentation" / "train.txt").read_text().split()[:8]
-fig, axes = plt.subplots(2, len(names), figsize=(2 * len(names), 4), squeeze=False)
-for j, name in enumerate(names):
-    axes[0, j].imshow(read_rgb(Path(cfg.out_dir, "JPEGImages", f"{name}.jpg")))
-    axes[1, j].imshow(voc_palette()[read_png_labels(Path(cfg.out_dir, "SegmentationClass", f"{name}.png"))])
+shown = syn.samples(cfg.out_dir, "train", 8)
+fig, axes = plt.subplots(2, len(shown), figsize=(2 * len(shown), 4), squeeze=False)
+for j, (name, image, mask) in enumerate(shown):
+    axes[0, j].imshow(image)
+    axes[1, j].imshow(voc_palette()[mask])
     axes[0, j].set_title(name, fontsize=7)
 for ax in axes.ravel():
     ax.axis("off")

@@ -204,10 +204,30 @@ def unwrap(m: nn.Module | None) -> nn.Module | None:
 
 
 def save(obj: Any, path: Path) -> None:
-    """torch.save, atomically. Through a file object: given a path, torch names the archive
-    inside after the (random) temporary file, and the same weights would give other bytes."""
+    """torch.save, atomically, with bytes that depend on ``obj``'s contents alone: through a
+    file object (given a path, torch names the archive inside after the random temporary
+    file) and with strings interned (:func:`_canonical`)."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save(obj, f)
+        torch.save(_canonical(obj), f)
+
+
+def _canonical(obj: Any) -> Any:
+    """``obj`` with every string interned (containers rebuilt, tensors as they are).
+
+    Pickle writes an object seen before as a back-reference, so equal strings that are one
+    object in one run and two in another (keys of a state dict loaded from a checkpoint
+    versus a fresh one's) give other bytes. Interned, equal strings are one object always.
+    """
+    if isinstance(obj, str):
+        return sys.intern(obj)
+    if isinstance(obj, dict):
+        out = type(obj)((_canonical(k), _canonical(v)) for k, v in obj.items())
+        if getattr(obj, "__dict__", None):  # a state dict's _metadata (module versions)
+            out.__dict__.update(_canonical(vars(obj)))
+        return out
+    if isinstance(obj, (list, tuple)) and type(obj) in (list, tuple):
+        return type(obj)(_canonical(x) for x in obj)
+    return obj
 
 
 def _state(epoch: int, step: int, fingerprint: dict, history: list[dict], modules: Mapping[str, nn.Module | None],
@@ -262,8 +282,6 @@ def _resume(name: str, run: str, path: Path, fingerprint: dict, epochs: int, mod
             o.load_state_dict(ck[k])
     if dist.is_main:
         print(f"{name}: resuming {run} after epoch {ck['epoch']}", file=sys.stderr)
-    # rows keyed by this run's own name strings: pickle shares equal objects only, so the next
-    # checkpoint's bytes equal an uninterrupted run's
     history = [{k: row[k] for k in fields} for row in ck["history"]]
     return ck["epoch"], history, _read_epoch_times(timings_path, ck["epoch"])
 

@@ -223,3 +223,23 @@ def test_dvc_declares_no_data_the_stage_never_reads(stage):
                     "eval_cam.out_dir": ("paths.cam_dir",)}[key]
         text = _read_text(stage)
         assert any(e in text for e in evidence), f"dvc.yaml stage {stage} depends on {dep}, which it never reads"
+
+
+# --------------------------------------------------------------------------- readability rules
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_stage_functions_are_short(stage):
+    tree = ast.parse((ROOT / "sslib" / "stages" / f"{stage}.py").read_text())
+    long = [(n.name, n.end_lineno - n.lineno + 1) for n in ast.walk(tree)
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 60]
+    assert not long, f"sslib/stages/{stage}.py: functions over 60 lines: {long}"
+
+
+@pytest.mark.parametrize("nb", [nb for nb in STAGES.values() if nb], ids=str)
+def test_notebooks_hold_no_paths(nb):
+    """Notebooks get every path from sslib.paths (or a stage function), never from a literal."""
+    tree = ast.parse((ROOT / "notebooks" / f"{nb}.py").read_text())
+    suffixes = (".csv", ".json", ".png", ".ipynb", ".npz", ".pt", ".txt", ".jpg")
+    literals = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+    bad = [s for s in literals if s != "params.yaml" and ("/" in s and " " not in s or s.endswith(suffixes)
+                                                           or s in ("reports", "artifacts", "scratch"))]
+    assert not bad, f"notebooks/{nb}.py: path literals {bad}"

@@ -206,3 +206,18 @@ def test_contexts_have_distinct_mean_colours():
         assert np.linalg.norm(means[a] - means[b]) > 15, (a, b, means[a], means[b])
     for c, v in pix.items():  # textured, not flat
         assert np.concatenate(v).std(0).mean() > 5, c
+
+
+def test_read_meta_and_samples_read_what_generate_wrote(tiny, tmp_path):
+    tiny = tiny[0]
+    assert syn.read_meta(tiny) == _meta(tiny)
+    shown = syn.samples(tiny, "val", 3)
+    names = read_lines(tiny / "ImageSets" / "Segmentation" / "val.txt")[:3]
+    assert [n for n, *_ in shown] == names
+    name, image, mask = shown[0]
+    assert image.shape == (64, 64, 3) and mask.shape == (64, 64) and mask.dtype == np.uint8
+    assert np.array_equal(mask, read_png_labels(tiny / "SegmentationClass" / f"{name}.png"))
+    from sslib.io import DataError
+
+    with pytest.raises(DataError, match="meta.json: missing"):
+        syn.read_meta(tmp_path)

@@ -93,11 +93,11 @@ from typing import Callable
 import numpy as np
 
 from ..config import SyntheticConfig
-from ..io import remove_stale_temps, save_jpeg, save_png, voc_palette, write_json, write_text
+from ..io import DataError, remove_stale_temps, save_jpeg, save_png, voc_palette, write_json, write_text
 
 __all__ = [
     "CLASSES", "CONTEXTS", "PREFERRED_CONTEXT", "SHAPES", "TEXTURES", "voc_palette",
-    "render_image", "generate", "summarize", "context_stats", "GENERATOR_VERSION",
+    "render_image", "generate", "summarize", "context_stats", "read_meta", "samples", "GENERATOR_VERSION",
 ]
 
 # --------------------------------------------------------------------------- constants
@@ -953,9 +953,22 @@ def context_stats(meta: dict) -> dict:
     }
 
 
-if __name__ == "__main__":  # python -m sslib.data.synthetic: generate from params.yaml
+def read_meta(out_dir: str | Path) -> dict:
+    """The ``meta.json`` that :func:`generate` wrote into ``out_dir``."""
     import json
 
-    from ..config import load
+    path = Path(out_dir) / "meta.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing (run the synthesize stage)") from None
 
-    print(json.dumps(generate(load().synthetic), indent=1))
+
+def samples(out_dir: str | Path, split: str, n: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """The first ``n`` images of ``split``: ``(name, (H, W, 3) uint8 image, (H, W) uint8 mask)``."""
+    from ..io import read_lines, read_png_labels, read_rgb
+
+    out = Path(out_dir)
+    names = read_lines(out / "ImageSets" / "Segmentation" / f"{split}.txt")[:n]
+    return [(name, read_rgb(out / "JPEGImages" / f"{name}.jpg"),
+             read_png_labels(out / "SegmentationClass" / f"{name}.png")) for name in names]
