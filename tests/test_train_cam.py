@@ -180,8 +180,8 @@ def test_two_process_ddp_step_equals_single_process(in_project):
               "ssc": {"warmup_epochs": 0}}
     _write_params(in_project, deep_merge(update, {"train_cam": {"out_dir": "runs/single"}}))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "sslib.stages.train_cam", "--variant", "ssc", "--seed", "0"],
-                   cwd=in_project, env=env, check=True, capture_output=True)
+    one = subprocess.run([sys.executable, "-m", "sslib.stages.train_cam", "--variant", "ssc", "--seed", "0"],
+                         cwd=in_project, env=env, check=True, capture_output=True, text=True)
     _write_params(in_project, deep_merge(update, {"train_cam": {"out_dir": "runs/ddp"}, "runs": {"devices": 2}}))
     from sslib.distributed import torchrun_command
 
@@ -211,6 +211,11 @@ def test_two_process_ddp_step_equals_single_process(in_project):
     assert any(k.startswith("decoder.") for k in moved)
     metrics = json.loads((paths.train_reports("ssc", 0) / paths.METRICS).read_text())
     assert metrics["world_size"] == 2
+    # the logged losses are the global batch's means too (alignment reweighted by each rank's maps)
+    single_metrics = json.loads(one.stdout.strip().splitlines()[-1])
+    assert single_metrics["world_size"] == 1 and single_metrics["final"]["align"] > 0
+    for k, x in single_metrics["final"].items():
+        assert metrics["final"][k] == pytest.approx(x, rel=1e-4, abs=1e-6), k
 
 
 def test_eval_cam_makes_and_evaluates_the_cams_of_a_trained_run(in_project):

@@ -1,9 +1,9 @@
-"""The shared training scaffold (sslib.training) alone, on a toy model and a toy data set."""
+"""The shared training scaffold (sslib.training) alone, on a toy model and a toy data set.
+
+(Its DDP path, two gloo processes, is tested through the CAM stage in test_train_cam.py.)"""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -191,39 +191,3 @@ def test_write_losses(tmp_path):
     training.write_losses(tmp_path / "losses.csv", history)
     assert (tmp_path / "losses.csv").read_text() == \
         "epoch,step,lr,loss,mse\n1,2,0.1,0.333333,0.25\n2,4,0.05,2,nan\n"
-
-
-# --------------------------------------------------------------------------- DDP
-WORKER = """
-import json, sys
-from pathlib import Path
-import torch
-sys.path.insert(0, sys.argv[2])
-import test_training as t
-from sslib import distributed
-r, modules = t._fit(Path(sys.argv[1]))
-if distributed.is_rank0():
-    json.dump({"world": r.world_size, "history": r.history,
-               "weights": {k: v.tolist() for k, v in t._weights(modules).items()}}, open(Path(sys.argv[1]) / "out.json", "w"))
-"""
-
-
-@pytest.mark.slow
-def test_two_gloo_processes_fit_like_one(tmp_path):
-    """2 processes x 2 samples of each global batch of 4 == 1 process x 4: the same shares of
-    the same batches, gradients and logged losses averaged over the ranks."""
-    from sslib.distributed import torchrun_command
-
-    script = tmp_path / "worker.py"
-    script.write_text(WORKER)
-    cmd = torchrun_command(str(script), [str(tmp_path / "ddp"), str(Path(__file__).parent)], nproc_per_node=2)
-    r = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-3000:]
-    got = json.loads((tmp_path / "ddp/out.json").read_text())
-    single, modules = _fit(tmp_path / "single")
-    assert got["world"] == 2
-    for row, ref in zip(got["history"], single.history):
-        assert row.keys() == ref.keys() and row["lr"] == ref["lr"]
-        assert row["loss"] == pytest.approx(ref["loss"], rel=1e-5)
-    for k, v in _weights(modules).items():
-        torch.testing.assert_close(torch.tensor(got["weights"][k]), v, rtol=1e-5, atol=1e-6)

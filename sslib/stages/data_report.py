@@ -84,14 +84,13 @@ def superpixel_meta(params: Params) -> dict | None:
 
 
 def synthetic_meta(params: Params) -> dict | None:
-    """The synthetic set's ``meta.json`` (:func:`sslib.data.synthetic.generate`); None for
+    """The synthetic set's ``meta.json`` (:func:`sslib.data.synthetic.read_meta`); None for
     another data set."""
     if params.data.dataset != "synthetic":
         return None
-    meta = _read_json(Path(params.data.root) / "meta.json")
-    if meta is None:
-        raise DataError(f"{Path(params.data.root) / 'meta.json'}: missing (run `dvc repro synthesize`)")
-    return meta
+    from ..data import synthetic as syn
+
+    return syn.read_meta(params.data.root)
 
 
 def stats(params: Params, sets: dict | None = None) -> dict:
