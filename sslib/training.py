@@ -17,7 +17,9 @@ every stage.
   ``ctx`` is a :class:`StepContext` (the modules, DDP-wrapped under DDP; the epoch and
   step; the :class:`~sslib.distributed.DistInfo`; the AMP autocast). It returns ``loss``,
   a () tensor to back-propagate, and ``parts``, a (len(loss_names),) tensor of the loss
-  terms to log. :func:`fit` zeroes the gradients, back-propagates and steps every optimizer;
+  terms to log. :func:`fit` zeroes the gradients, back-propagates and steps every optimizer.
+  For a resumed run to end as an uninterrupted one, the step draws no random numbers from
+  torch's global RNG (a resumed process's RNG is not where the interrupted one's was);
 - ``fingerprint``: a plain dict of every setting a checkpoint must agree with to be resumed.
 
 **fit does**
@@ -38,6 +40,9 @@ every stage.
   fingerprint is loaded, and the run ends with the same weights as an uninterrupted one;
   an unreadable, foreign or finished run's checkpoint is ignored (message on stderr);
 - a NaN or infinite loss raises :class:`NonFiniteLossError`; the last checkpoint stays.
+
+``name`` is the stage, also its params section: messages read ``<name>: ...`` and name
+``<name>.batch_size`` / ``<name>.lr``.
 
 History rows (the checkpoint's and :attr:`FitResult.history`) are
 ``{"epoch", "step", "lr", "loss", *loss_names}``; :func:`write_losses` writes them as CSV.
@@ -66,7 +71,8 @@ from .distributed import DistInfo
 from .io import atomic_path, write_json, write_text
 
 __all__ = ["fit", "FitResult", "StepContext", "StepFn", "NonFiniteLossError", "poly_lr", "set_lr",
-           "check_batch_size", "EpochSampler", "SeededSamples", "write_losses", "save", "LOG_EVERY"]
+           "check_batch_size", "EpochSampler", "SeededSamples", "write_losses", "save", "unwrap",
+           "LOG_EVERY"]
 
 #: steps between reading the running losses back from the device
 LOG_EVERY = 10
@@ -395,6 +401,7 @@ class _Loop:
 
 
 def _check_names(modules: Mapping[str, Any], optimizers: Mapping[str, Any]) -> None:
+    """The names are the checkpoint's keys: distinct, and none of its own."""
     clash = (set(modules) & set(optimizers)) | ((set(modules) | set(optimizers)) & set(_RESERVED))
     if clash:
         raise ValueError(f"module/optimizer names must be distinct and not {_RESERVED}: {sorted(clash)}")
@@ -436,14 +443,17 @@ def fit(name: str, dataset: Dataset, modules: Mapping[str, nn.Module | None],
     loop = _Loop(name, run, _loader(dataset, sampler, num_workers, dist.device), sampler, _wrap(modules, dist),
                  [o for o in optimizers.values() if o is not None], step, dist, steps * epochs, poly_power,
                  amp and dist.device.type == "cuda", stop_on_nonfinite, checkpoint_path, tuple(loss_names), bar)
-    for epoch in range(start, end):
-        mean, seconds = loop.epoch(epoch)
-        epoch_s.append(seconds)
-        lr = loop.optimizers[0].param_groups[0]["lr"] if loop.optimizers else 0.0
-        history.append(dict(zip(fields, [epoch + 1, (epoch + 1) * steps, lr, *mean])))
-        if dist.is_main:
-            save(_state(epoch + 1, (epoch + 1) * steps, fingerprint, history, modules, optimizers), checkpoint_path)
-            _write_timings(timings_path, epoch_s, steps * batch_size)
-    bar.close()
+    try:
+        for epoch in range(start, end):
+            mean, seconds = loop.epoch(epoch)
+            epoch_s.append(seconds)
+            lr = loop.optimizers[0].param_groups[0]["lr"] if loop.optimizers else 0.0
+            history.append(dict(zip(fields, [epoch + 1, (epoch + 1) * steps, lr, *mean])))
+            if dist.is_main:
+                save(_state(epoch + 1, (epoch + 1) * steps, fingerprint, history, modules, optimizers),
+                     checkpoint_path)
+                _write_timings(timings_path, epoch_s, steps * batch_size)
+    finally:
+        bar.close()
     return FitResult(history, steps, steps * epochs, dist.device, dist.world_size,
                      end if end < epochs else None)
