@@ -32,7 +32,6 @@ stats
 
 # %%
 import matplotlib.pyplot as plt
-import numpy as np
 
 from sslib import superpixels as sp
 from sslib.io import read_rgb

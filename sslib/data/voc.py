@@ -27,8 +27,6 @@ import json
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from ..io import DataError, read_lines, voc_palette
 from .base import SegDataset, check_images_exist, find_split_list, list_stems, load_label_cache
 
