@@ -1,15 +1,17 @@
 """Where a CAM-training step spends its time: classifier, decoder, perceptual loss, alignment.
 
-    python benchmarks/bench_train_step.py [--crop 96] [--batch 6] [--classes 6] [--repeats 5]
-    python benchmarks/bench_train_step.py --crop 512 --classes 20 --repeats 3   # the VOC step
+    python benchmarks/bench_train_step.py [--crop 192] [--batch 6] [--classes 6] [--repeats 5]
+        [--backbone efficientnet_lite0] [--loss-network efficientnet_lite0] [--decoder-width 64]
+    python benchmarks/bench_train_step.py --crop 512 --classes 20 --repeats 3 \
+        --backbone resnet50 --loss-network vgg19 --decoder-width 256   # the VOC step
 
 Each part is timed forward + backward (median of ``--repeats`` after one warm-up) on
 random inputs of the training shape, in the order a step runs them:
 
-* ``classifier``: CAMNet (ResNet-50, DRS) forward, classification loss, backward;
+* ``classifier``: CAMNet (``--backbone``, DRS) forward, classification loss, backward;
 * ``decoder``: the reconstruction decoder from the CAM logits, forward + backward (with an
   L1 loss, whose own cost is negligible);
-* ``perceptual``: the VGG-19 perceptual loss on the decoder output, forward + backward
+* ``perceptual``: the perceptual loss (``--loss-network``) on the decoder output, forward + backward
   (the gradient stops at the decoder output);
 * ``alignment``: alignment_loss on the CAM logits, forward + backward (to the CAMs);
 * ``l1 rec loss``: the pixel loss used instead of ``perceptual`` in the ablation.
@@ -45,7 +47,10 @@ def _median_ms(fn, device: torch.device, repeats: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--crop", type=int, default=96)
+    ap.add_argument("--crop", type=int, default=192)
+    ap.add_argument("--backbone", default="efficientnet_lite0", help="resnet50 | efficientnet_lite0")
+    ap.add_argument("--loss-network", default="efficientnet_lite0", help="vgg19 | efficientnet_lite0")
+    ap.add_argument("--decoder-width", type=int, default=64)
     ap.add_argument("--batch", type=int, default=6)
     ap.add_argument("--classes", type=int, default=6)
     ap.add_argument("--superpixels", type=int, default=100, help="superpixels per image (square grid)")
@@ -66,9 +71,10 @@ def main() -> None:
     yy, xx = torch.meshgrid(torch.arange(s), torch.arange(s), indexing="ij")
     sp = ((yy // cell) * side + xx // cell).expand(n, s, s).contiguous().to(device)
 
-    net = CAMNet(c, drs_delta=0.55, weights="none").to(device).train()
-    decoder = Decoder(c).to(device).train()
-    perceptual = build_reconstruction_loss("perceptual", "none").to(device)
+    weights = "packaged" if args.backbone == "efficientnet_lite0" else "none"  # the frozen groups as in a run
+    net = CAMNet(c, backbone=args.backbone, drs_delta=0.55, weights=weights).to(device).train()
+    decoder = Decoder(c, width=args.decoder_width).to(device).train()
+    perceptual = build_reconstruction_loss("perceptual", "none", args.loss_network).to(device)
     l1 = build_reconstruction_loss("l1").to(device)
     cams_fixed = net(image)[1].detach()
 

@@ -5,8 +5,10 @@
 # for the splits in `eval_cam.splits`, stores them under
 # `<eval_cam.out_dir>/<variant>/seed<seed>/`, and sweeps the background threshold: mIoU
 # per threshold, and at the best and the fixed threshold the per-class IoU, precision,
-# recall and over-activation (the share of a class's false positives that lie on
-# ground-truth background). The `eval_cam` stage runs this notebook once per variant and
+# recall and the background false-positive rate (the share of ground-truth background
+# pixels labelled as a class); the mean CAM on the class's own pixels and on background;
+# and, for a variant with a decoder, the PSNR / SSIM of its reconstruction of the val
+# images. The `eval_cam` stage runs this notebook once per variant and
 # seed; see `sslib/stages/eval_cam.py`. With `runs.devices > 1` the CAMs are made under
 # `torchrun` in a subprocess.
 
@@ -44,7 +46,7 @@ ax = sweep.plot(x="threshold", marker=".", figsize=(5, 3), title=f"{variant}, se
 ax.set_ylabel("mIoU")
 summary = pd.DataFrame({
     f"{split} {which}": {k: metrics[split][which][k] for k in
-                          ("threshold", "miou", "mean_precision", "mean_recall", "mean_over_activation")}
+                          ("threshold", "miou", "mean_precision", "mean_recall", "background_fp_rate")}
     for split in splits for which in ("best", "fixed")})
 summary.round(3)
 

@@ -7,8 +7,9 @@
 # * `reports/ablation.csv` and `reports/ablation.md`: one row per variant, mean and
 #   standard deviation over the seeds of the CAM mIoU on the train split (pseudo-label
 #   quality, as WSSS papers report it) at each run's best background threshold and at
-#   the fixed threshold `eval_cam.fixed_threshold`, precision, recall and
-#   over-activation; plus the val mIoU, how localised the CAMs are, and a comparison
+#   the fixed threshold `eval_cam.fixed_threshold`, precision, recall and the
+#   background false-positive rate (over-activation) at both thresholds; plus the val
+#   mIoU, how localised the CAMs are, the decoder's PSNR / SSIM, and a comparison
 #   with `baseline` that says whether each difference lies inside the spread over seeds;
 # * `reports/ablation/sweep_<split>.csv`: mIoU against threshold, mean over seeds, one
 #   column per variant (a DVC plot: `dvc plots show`);

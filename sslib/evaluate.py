@@ -9,7 +9,9 @@ For a background threshold t, an image's CAM label map is
 per-class max-normalised maps of the present classes (:mod:`sslib.cam`). Each threshold's
 confusion matrix against the ground truth (255 ignored) is accumulated over the split,
 and :func:`sslib.metrics.scores` turns it into mIoU, per-class IoU, precision, recall and
-over-activation.
+the background false-positive rate (the share of ground-truth background claimed by a
+class). :func:`activation_contrast` says how localised the CAMs are, threshold-free: their
+mean on the class's own pixels and on ground-truth background.
 
 :func:`sweep_confusion` handles all thresholds of one image in one ``bincount``: a pixel
 with maximum m and best class k is predicted k for every t < m and background for
@@ -31,8 +33,14 @@ from .config import thresholds_from
 from .io import IGNORE_INDEX, DataError, write_text
 from .metrics import scores
 
-__all__ = ["thresholds_from", "strongest_class", "threshold_labels", "cam_labels", "sweep_confusion", "evaluate_split", "summarize_sweep",
-           "write_sweep_csv"]
+__all__ = ["thresholds_from", "strongest_class", "threshold_labels", "cam_labels", "sweep_confusion", "evaluate_split",
+           "summarize_sweep", "image_contrast", "activation_contrast", "contrast_summary", "write_sweep_csv"]
+
+#: the scalar scores of :func:`summarize_sweep`'s ``best`` / ``fixed`` entries
+SUMMARY_SCALARS = ("miou", "mean_precision", "mean_recall", "background_fp_rate", "mean_over_activation",
+                   "pixel_accuracy")
+#: its per-class scores (dicts by class name)
+SUMMARY_PER_CLASS = ("iou", "precision", "recall", "over_activation")
 
 
 def strongest_class(high_res: Tensor, keys: Tensor) -> tuple[Tensor, Tensor]:
@@ -125,8 +133,9 @@ def summarize_sweep(conf: Tensor, thresholds: Sequence[float], class_names: Sequ
     Returns:
         JSON-ready dict: ``thresholds``, ``miou_per_threshold``, ``best`` and ``fixed``
         (each ``{"threshold", "miou", "mean_precision", "mean_recall",
-        "mean_over_activation", "pixel_accuracy", "iou", "precision", "recall",
-        "over_activation"}``, per-class dicts by class name).
+        "background_fp_rate", "mean_over_activation", "pixel_accuracy", "iou",
+        "precision", "recall", "over_activation"}``, per-class dicts by class name; see
+        :func:`sslib.metrics.scores` for the definitions, None for nan).
     """
     ths = [float(t) for t in thresholds]
     if not any(abs(t - fixed_threshold) < 1e-6 for t in ths):
@@ -139,9 +148,9 @@ def summarize_sweep(conf: Tensor, thresholds: Sequence[float], class_names: Sequ
     def pick(i: int) -> dict[str, Any]:
         p = per[i]
         out = {"threshold": ths[i]}
-        for k in ("miou", "mean_precision", "mean_recall", "mean_over_activation", "pixel_accuracy"):
+        for k in SUMMARY_SCALARS:
             out[k] = _num(p[k])
-        for k in ("iou", "precision", "recall", "over_activation"):
+        for k in SUMMARY_PER_CLASS:
             out[k] = {name: _num(x) for name, x in zip(class_names, p[k])}
         return out
 
@@ -150,9 +159,118 @@ def summarize_sweep(conf: Tensor, thresholds: Sequence[float], class_names: Sequ
 
 
 def _num(x: float) -> float | None:
-    """Rounded float, None for nan (JSON has no nan)."""
+    """Rounded float, None for nan and infinities (JSON has neither)."""
     x = float(x)
-    return None if np.isnan(x) else round(x, 5)
+    return None if not np.isfinite(x) else round(x, 5)
+
+
+def image_contrast(high_res: np.ndarray, keys: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean CAM of each present class on its own pixels and on ground-truth background.
+
+    Args:
+        high_res: (K, H, W) max-normalised maps; keys: (K,) 0-based class ids.
+        mask: (H, W) ground truth, 0 = background, ``k + 1`` = class k, anything else
+            (e.g. 255) on neither side.
+
+    Returns:
+        ``(inside, background)``, each (P,) float64 over the P <= K classes that have
+        pixels of their own in ``mask`` (none if ``mask`` has no background pixel).
+    """
+    high = np.asarray(high_res, np.float64)
+    mask = np.asarray(mask)
+    own = mask[None] == np.asarray(keys).reshape(-1, 1, 1) + 1             # (K, H, W)
+    bg = mask == 0                                                        # (H, W)
+    n_own = own.sum((1, 2))
+    keep = (n_own > 0) & bool(bg.any())
+    inside = (high * own).sum((1, 2))[keep] / n_own[keep]
+    background = high[:, bg].mean(1)[keep] if keep.any() else np.zeros(0)
+    return inside, background
+
+
+def activation_contrast(cam_dir: str | Path, dataset, split: str) -> dict[str, float]:
+    """How localised stored CAMs are: their mean value on the class's own pixels and on
+    ground-truth background, averaged over every (image, present class) pair
+    (:func:`image_contrast`).
+
+    ``dataset`` yields ``name`` and ``mask`` (H, W); CAMs are read from
+    ``cam_path(cam_dir, split, name)``. A CAM that fires on its object and not around it
+    has ``inside`` near 1 and ``background`` near 0; a CAM that is nearly uniform over
+    the image has both near 1 (then no background threshold separates object from
+    background, and the best threshold is the largest swept).
+
+    Returns:
+        ``{"inside", "background", "ratio"}`` (ratio = inside / background, inf when
+        background is 0); all nan when no image has a present class next to background.
+    """
+    inside, outside = [], []
+    for i in range(len(dataset)):
+        s = dataset[i]
+        mask = np.asarray(s["mask"])
+        c = load_cam(cam_path(cam_dir, split, s["name"]), size=mask.shape)
+        a, b = image_contrast(c["high_res"], c["keys"], mask)
+        inside.append(a)
+        outside.append(b)
+    a_all, b_all = np.concatenate([np.zeros(0), *inside]), np.concatenate([np.zeros(0), *outside])
+    if not a_all.size:
+        return {"inside": float("nan"), "background": float("nan"), "ratio": float("nan")}
+    a, b = float(a_all.mean()), float(b_all.mean())
+    return {"inside": a, "background": b, "ratio": a / b if b > 0 else float("inf")}
+
+
+def contrast_summary(cam_dir: str | Path, dataset, split: str) -> dict[str, float | None]:
+    """:func:`activation_contrast`, JSON-ready: rounded, None for nan / inf (metrics.json's
+    ``cam_contrast``)."""
+    return {k: _num(v) for k, v in activation_contrast(cam_dir, dataset, split).items()}
+
+
+def psnr_ssim(rec: np.ndarray, image: np.ndarray) -> tuple[float, float]:
+    """PSNR (dB) and SSIM of a reconstruction against its image.
+
+    Args:
+        rec, image: (H, W, 3) float in [0, 1].
+
+    Returns:
+        ``(10 * log10(1 / mse), SSIM)``; SSIM is scikit-image's (7x7 windows, the colour
+        channels averaged, data range 1). PSNR is inf for identical images.
+    """
+    from skimage.metrics import structural_similarity
+
+    rec, image = np.asarray(rec, np.float64), np.asarray(image, np.float64)
+    mse = float(np.mean((rec - image) ** 2))
+    psnr = float("inf") if mse == 0 else 10.0 * float(np.log10(1.0 / mse))
+    return psnr, float(structural_similarity(image, rec, channel_axis=2, data_range=1.0))
+
+
+def reconstruction_quality(net: torch.nn.Module, decoder: torch.nn.Module, dataset,
+                           device: torch.device | str = "cpu", progress: bool = False) -> dict[str, float | None]:
+    """How well the decoder rebuilds each image from its CAM logits: mean PSNR and SSIM.
+
+    ``dataset`` yields ImageNet-normalised ``image`` (3, H, W) at full resolution; the
+    network's CAMs of each image (scale 1, no flip) go through ``decoder``, its output
+    ((3, 16h, 16w), in [-1, 1]) is cropped to (H, W) and compared in [0, 1] RGB with the
+    image (:func:`psnr_ssim`).
+
+    Returns:
+        ``{"psnr", "ssim"}``: means over the images, rounded (None if the set is empty).
+    """
+    from tqdm.auto import tqdm
+
+    from .data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(3, 1, 1)
+    values = []
+    for i in tqdm(range(len(dataset)), desc="reconstruction", disable=not progress):
+        x = dataset[i]["image"].to(device)
+        h, w = x.shape[-2:]
+        with torch.no_grad():
+            rec = decoder(net(x[None])[1])[0, :, :h, :w]
+        rgb = lambda t: t.clamp(0, 1).permute(1, 2, 0).cpu().numpy()  # noqa: E731
+        values.append(psnr_ssim(rgb((rec + 1) / 2), rgb(x * std + mean)))
+    if not values:
+        return {"psnr": None, "ssim": None}
+    psnr, ssim = np.mean(values, axis=0)
+    return {"psnr": _num(psnr), "ssim": _num(ssim)}
 
 
 def write_sweep_csv(path: str | Path, summaries: dict[str, dict[str, Any]]) -> None:

@@ -1,4 +1,4 @@
-"""Segmentation metrics from a confusion matrix: IoU, precision, recall, over-activation.
+"""Segmentation metrics from a confusion matrix: IoU, precision, recall, background false positives.
 
 The confusion matrix is the only state: rows are ground truth, columns are predictions,
 so accumulating over a data set is just summing matrices::
@@ -137,11 +137,19 @@ def scores(conf, class_names: Sequence[str] | None = None, background: int | Non
     * ``miou`` = mean IoU over the classes that occur in gt or prediction;
       ``mean_precision`` / ``mean_recall`` likewise over defined values.
     * ``pixel_accuracy`` = trace / total.
+    * ``background_fp_rate`` = (ground-truth background pixels predicted as any
+      foreground class) / (all ground-truth background pixels)
+      = 1 - conf[background, background] / conf[background, :].sum(): how much of the
+      background the CAMs spill onto (the over-activation SSC targets; 0 is none, 1 is
+      every background pixel). nan when there is no background pixel, or ``background``
+      is None. Together with ``precision`` (how much of what is predicted k is k) it
+      tells variants apart.
     * ``over_activation[k]`` = conf[background, k] / fp: the share of k's false positives
-      that lie on background, i.e. how much of k's error is activation spilling out of the
-      object (the failure SSC targets). nan for the background class itself, for classes
-      with no false positives, and for all classes when ``background`` is None.
-      ``mean_over_activation`` = nanmean over the foreground classes.
+      that lie on background. Kept for backward compatibility; it does not discriminate
+      (0.97-1.0 in every run, since most pixels a CAM can wrongly claim are background).
+      nan for the background class itself, for classes with no false positives, and for
+      all classes when ``background`` is None. ``mean_over_activation`` = nanmean over
+      the foreground classes.
 
     Args:
         conf: (K, K) integer numpy array or torch tensor (any device).
@@ -152,7 +160,7 @@ def scores(conf, class_names: Sequence[str] | None = None, background: int | Non
         JSON-ready dict: ``class_names`` (list), ``num_classes``, ``background``, the
         per-class lists ``iou``, ``precision``, ``recall``, ``over_activation``, the scalars
         ``miou``, ``mean_precision``, ``mean_recall``, ``pixel_accuracy``,
-        ``mean_over_activation``, and the counts they come from: ``tp``, ``fp``, ``fn``,
+        ``background_fp_rate``, ``mean_over_activation``, and the counts they come from: ``tp``, ``fp``, ``fn``,
         ``gt_pixels`` (row sums), ``pred_pixels`` (column sums), ``fp_on_background``
         (conf[background, :], zeros if background is None), ``total_pixels``, ``confusion``.
     """
@@ -184,11 +192,13 @@ def scores(conf, class_names: Sequence[str] | None = None, background: int | Non
         fp_bg = np.zeros(k, np.int64)
         over = np.full(k, np.nan)
         fg = np.ones(k, bool)
+        bg_fp_rate = float("nan")
     else:
         fp_bg = conf[background].copy()
         over = _nan_div(fp_bg, fp)
         over[background] = np.nan
         fg = np.arange(k) != background
+        bg_fp_rate = float(_nan_div(fn[background], gt_pixels[background]))
 
     def floats(a: np.ndarray) -> list[float]:
         return [float(x) for x in a]
@@ -208,6 +218,7 @@ def scores(conf, class_names: Sequence[str] | None = None, background: int | Non
         "mean_precision": _nanmean(precision),
         "mean_recall": _nanmean(recall),
         "pixel_accuracy": float(np.trace(conf) / total) if total else float("nan"),
+        "background_fp_rate": bg_fp_rate,
         "mean_over_activation": _nanmean(over[fg]),
         "tp": ints(tp),
         "fp": ints(fp),

@@ -15,15 +15,26 @@ MIOU = {("base", 0): 0.30, ("base", 1): 0.34, ("base", 2): 0.32,
         ("noisy", 0): 0.20, ("noisy", 1): 0.31, ("noisy", 2): 0.50}
 
 
+#: the reconstruction of the variant with a decoder, (psnr dB, ssim) per seed
+RECONSTRUCTION = {0: (20.0, 0.50), 1: (22.0, 0.60), 2: (24.5, 0.85)}
+
+
 def _write(root, v, s, miou):
+    """metrics.json as the eval_cam stage writes it: background false-positive rate
+    0.40 + s/100 at the best threshold, 0.70 + s/50 at the fixed one (train split); only
+    ``ssc`` has a decoder (``reconstruction``)."""
     d = root / v / f"seed{s}"
     d.mkdir(parents=True)
     res = {"threshold": 0.3, "miou": miou, "mean_precision": 0.5, "mean_recall": 0.6 + s / 100,
-           "mean_over_activation": 0.9, "pixel_accuracy": 0.8,
+           "background_fp_rate": 0.40 + s / 100, "mean_over_activation": 0.99, "pixel_accuracy": 0.8,
            "iou": {"background": miou + 0.1, "a": miou - 0.1}}
     m = {"variant": v, "seed": s,
-         "train": {"best": res, "fixed": {**res, "threshold": 0.2, "miou": miou / 2}},
+         "train": {"best": res, "fixed": {**res, "threshold": 0.2, "miou": miou / 2,
+                                          "background_fp_rate": 0.70 + s / 50}},
          "val": {"best": res, "fixed": res}}
+    if v == "ssc":
+        psnr, ssim = RECONSTRUCTION[s]
+        m["val"]["reconstruction"] = {"psnr": psnr, "ssim": ssim}
     (d / "metrics.json").write_text(json.dumps(m))
     (d / "sweep.csv").write_text(f"threshold,train_miou,val_miou\n0.1,{miou / 2},{miou}\n0.2,{miou},{miou}\n")
 
@@ -46,6 +57,38 @@ def test_table_means_and_std_over_seeds(root):
     assert ssc["miou_fixed_mean"] == pytest.approx(x.mean() / 2) and ssc["recall"] == pytest.approx(61.0)
     assert ssc["seeds"] == 3
     assert not any("time" in c for c in t.columns)  # machine-dependent: kept in reports/timings/
+    assert t.columns.tolist() == ["variant", "miou_best_mean", "miou_best_std", "best_threshold", "miou_fixed_mean",
+                                  "miou_fixed_std", "precision", "recall", "bg_fp_mean", "bg_fp_std",
+                                  "bg_fp_fixed_mean", "bg_fp_fixed_std", "seeds"]
+    # bg_fp: 40, 41, 42 % over the seeds; bg_fp_fixed: 70, 72, 74 %
+    assert ssc["bg_fp_mean"] == pytest.approx(41.0) and ssc["bg_fp_std"] == pytest.approx(1.0)
+    assert ssc["bg_fp_fixed_mean"] == pytest.approx(72.0) and ssc["bg_fp_fixed_std"] == pytest.approx(2.0)
+    assert ssc["precision"] == pytest.approx(50.0)
+
+
+def test_runs_frame_reads_background_fp_rate_and_reconstruction(root):
+    runs = ablation.runs_frame(["base", "ssc"], [0, 1, 2], ["train", "val"], root)
+    assert runs.columns.tolist() == ["variant", "seed", "split", "miou_best", "best_threshold", "miou_fixed",
+                                     "precision", "recall", "bg_fp", "bg_fp_fixed", "psnr", "ssim"]
+    r = runs.set_index(["variant", "seed", "split"])
+    assert r.loc[("base", 2, "train"), "bg_fp"] == pytest.approx(0.42)
+    assert r.loc[("base", 2, "train"), "bg_fp_fixed"] == pytest.approx(0.74)
+    assert r.loc[("ssc", 1, "val"), "psnr"] == 22.0 and r.loc[("ssc", 1, "val"), "ssim"] == 0.6
+    assert r.loc[("base", slice(None), slice(None)), ["psnr", "ssim"]].isna().all().all()  # no decoder
+
+
+def test_missing_or_null_scores_are_nan(tmp_path):
+    """A metrics.json written before background_fp_rate existed, or with a null (nan) score,
+    or with a reconstruction under the split, still reads."""
+    d = tmp_path / "old" / "seed0"
+    d.mkdir(parents=True)
+    res = {"threshold": 0.3, "miou": 0.3, "mean_precision": None, "mean_recall": 0.6}
+    rec = {"psnr": 18.5, "ssim": 0.4}
+    (d / "metrics.json").write_text(json.dumps({"train": {"best": res, "fixed": res},
+                                                "val": {"best": res, "fixed": res, "reconstruction": rec}}))
+    runs = ablation.runs_frame(["old"], [0], ["train", "val"], tmp_path).set_index("split")
+    assert runs[["precision", "bg_fp", "bg_fp_fixed"]].isna().all().all()
+    assert np.isnan(runs.loc["train", "psnr"]) and runs.loc["val", "psnr"] == 18.5 and runs.loc["val", "ssim"] == 0.4
 
 
 def test_compare_says_whether_the_difference_is_inside_the_seed_spread(root):
@@ -81,32 +124,15 @@ def test_markdown_and_csv(tmp_path):
     assert (tmp_path / "t.csv").read_text() == "variant,x,ok\na,1.23,True\n+b,,False\n"
 
 
-def test_activation_contrast_means_over_image_class_pairs(tmp_path):
-    from sslib.cam import cam_path, save_cam
-
-    class Data:
-        def __len__(self):
-            return 2
-
-        def __getitem__(self, i):
-            return {"name": f"im{i}", "mask": np.array([[0, 0], [1, 2]]) if i == 0 else np.array([[0, 2], [2, 2]])}
-
-    save_cam(cam_path(tmp_path, "val", "im0"), np.array([0, 1]), np.zeros((2, 1, 1)),
-             np.array([[[0.2, 0.4], [1.0, 0.0]], [[0.0, 0.0], [0.0, 1.0]]]))
-    save_cam(cam_path(tmp_path, "val", "im1"), np.array([1]), np.zeros((1, 1, 1)),
-             np.array([[[0.5, 0.9], [0.6, 0.3]]]))
-    c = ablation.activation_contrast(tmp_path, Data(), "val")
-    # pairs: (im0, class 0): inside 1.0, bg 0.3; (im0, class 1): 1.0, 0.0; (im1, class 1): 0.6, 0.5
-    assert c["inside"] == pytest.approx((1.0 + 1.0 + 0.6) / 3, abs=1e-3)
-    assert c["background"] == pytest.approx((0.3 + 0.0 + 0.5) / 3, abs=1e-3)
-    assert c["ratio"] == pytest.approx(c["inside"] / c["background"])
-
-
 # --------------------------------------------------------------------------- the report
 def _runs(miou: dict[tuple[str, int], float], threshold: float = 0.3) -> pd.DataFrame:
-    """A runs frame as :func:`ablation.runs_frame` returns it, train and val equal."""
+    """A runs frame as :func:`ablation.runs_frame` returns it, train and val equal; only
+    ``ssc`` has a reconstruction (:data:`RECONSTRUCTION`)."""
+    nan = float("nan")
     return pd.DataFrame([{"variant": v, "seed": s, "split": split, "miou_best": m, "best_threshold": threshold,
-                          "miou_fixed": m / 2, "precision": 0.5, "recall": 0.6, "over_activation": 0.9}
+                          "miou_fixed": m / 2, "precision": 0.5, "recall": 0.6, "bg_fp": 0.4 + s / 100,
+                          "bg_fp_fixed": 0.7, "psnr": RECONSTRUCTION[s][0] if v == "ssc" else nan,
+                          "ssim": RECONSTRUCTION[s][1] if v == "ssc" else nan}
                          for split in ("train", "val") for (v, s), m in miou.items()])
 
 
@@ -120,8 +146,9 @@ def test_full_table_adds_val_miou_and_contrast_columns():
     t = ablation.full_table(runs, CONTRAST, "train", "val", order=["ssc", "base", "noisy"])
     assert t.columns.tolist() == [
         "variant", "miou_best_mean", "miou_best_std", "best_threshold", "miou_fixed_mean", "miou_fixed_std",
-        "precision", "recall", "over_activation", "over_activation_std", "seeds", "val_miou_best_mean",
-        "val_miou_best_std", "cam_inside", "cam_background"]
+        "precision", "recall", "bg_fp_mean", "bg_fp_std", "bg_fp_fixed_mean", "bg_fp_fixed_std", "seeds",
+        "val_miou_best_mean", "val_miou_best_std", "cam_inside", "cam_background", "psnr", "ssim"]
+    assert "over_activation" not in " ".join(t.columns)
     ssc = t.set_index("variant").loc["ssc"]
     assert ssc["miou_best_mean"] == pytest.approx(43.0) and ssc["val_miou_best_mean"] == pytest.approx(53.0)
     assert ssc["val_miou_best_std"] == pytest.approx(np.std([40.0, 42.0, 47.0], ddof=1))
@@ -129,6 +156,20 @@ def test_full_table_adds_val_miou_and_contrast_columns():
     assert base["cam_inside"] == pytest.approx(60.0) and base["cam_background"] == pytest.approx(40.0)
     m = ablation.contrast_means(CONTRAST)
     assert m.loc["noisy", "inside"] == pytest.approx(45.0) and m.index.tolist() == ["base", "noisy", "ssc"]
+    # reconstruction: mean over ssc's seeds; nan for the variants without a decoder
+    assert ssc["psnr"] == pytest.approx((20.0 + 22.0 + 24.5) / 3) and ssc["ssim"] == pytest.approx(0.65)
+    assert t.set_index("variant").loc[["base", "noisy"], ["psnr", "ssim"]].isna().all().all()
+    assert base["bg_fp_mean"] == pytest.approx(41.0) and base["bg_fp_fixed_mean"] == pytest.approx(70.0)
+
+
+def test_full_table_reconstruction_from_the_val_split_only():
+    runs = _runs(MIOU)
+    runs.loc[runs["split"] == "train", ["psnr", "ssim"]] = float("nan")  # written on val only
+    ssc = ablation.full_table(runs, CONTRAST, "train", "val").set_index("variant").loc["ssc"]
+    assert ssc["psnr"] == pytest.approx((20.0 + 22.0 + 24.5) / 3)
+    no_rec = _runs(MIOU).drop(columns=["psnr", "ssim"])  # a runs frame without the columns
+    t = ablation.full_table(no_rec, CONTRAST, "train", "val")
+    assert t[["psnr", "ssim"]].isna().all().all()
 
 
 def test_verdict_in_words_both_ways():
@@ -181,11 +222,23 @@ def test_report_markdown_holds_the_table_caveat_and_comparison():
                                   caveat="\n**CAVEAT**\n")
     lines = md.splitlines()
     assert lines[0] == "# Ablation (generated by `dvc repro ablation`; do not edit)"
-    assert lines[2].startswith("Data set `synthetic`; seeds [0, 1, 2]; CAM scales [1.0, 0.5] + flip. Percent;")
-    assert "at the fixed threshold 0.2;" in lines[2] and "on background (val)." in lines[2]
-    assert lines[4] == ("| variant | mIoU best | ± std | best thr | mIoU @0.2 | ± std  | precision | recall | "
-                        "over-act. | ± std   | seeds | val mIoU | ± std    | CAM on object | CAM on bg |")
-    assert lines[6] == "| base | 32.0 | 2.0 | 0.30 | 16.0 | 1.0 | 50.0 | 60.0 | 90.0 | 0.0 | 3 | 32.0 | 2.0 | 60.0 | 40.0 |"
+    assert lines[2].startswith("Data set `synthetic`; seeds [0, 1, 2]; CAM scales [1.0, 0.5] + flip. Percent")
+    legend = [ln for ln in lines if ln.startswith("* `")]
+    assert [ln.split(":")[0] for ln in legend] == [
+        "* `mIoU best`", "* `precision` / `recall`", "* `bg FP` / `bg FP @0.2`", "* `val mIoU`",
+        "* `CAM on object` / `CAM on bg`", "* `PSNR` (dB) / `SSIM`"]
+    assert "at the fixed threshold 0.2." in legend[0] and "on ground-truth background (val)" in legend[4]
+    assert "share of ground-truth background pixels predicted as some class" in legend[2]
+    assert "0.97-1.0 in every run" in legend[2]  # why the share of false positives on background left
+    header = next(i for i, ln in enumerate(lines) if ln.startswith("| variant"))
+    assert lines[header] == ("| variant | mIoU best | ± std | best thr | mIoU @0.2 | ± std | precision | recall | "
+                             "bg FP | ± std | bg FP @0.2 | ± std | seeds | val mIoU | ± std | CAM on object | "
+                             "CAM on bg | PSNR | SSIM |")
+    # base: bg_fp 40, 41, 42 -> 41.0 ± 1.0; fixed 70 ± 0; no decoder
+    assert lines[header + 2] == ("| base | 32.0 | 2.0 | 0.30 | 16.0 | 1.0 | 50.0 | 60.0 | 41.0 | 1.0 | 70.0 | 0.0 | "
+                                 "3 | 32.0 | 2.0 | 60.0 | 40.0 | - | - |")
+    assert lines[header + 3].endswith("| 80.0 | 20.0 | 22.2 | 0.650 |")  # ssc: CAM contrast, PSNR, SSIM
+    assert "over-act" not in md
     assert ablation.to_markdown(cmp[["split", "variant", "diff", "min", "max", "verdict"]]) in md
     assert "\n**CAVEAT**\n" in md and md.index("**CAVEAT**") < md.index("## Against `base`")
     assert "| train | ssc | 11.0 | 40.0 | 47.0 | +11.0: above base on every seed |" in md

@@ -158,7 +158,7 @@ def test_variants_merge_over_ssc_and_are_checked(tmp_path):
     ({"variants": {"+asm": {"alignment": "yes"}}}, r"variants\.\+asm\.alignment: expected true or false"),
     ({"runs": {"variants": ["ssc", "typo"]}}, r"runs\.variants: 'typo' is not defined"),
     ({"runs": {"seeds": [0, 0]}}, r"runs\.seeds"),
-    ({"model": {"frozen_stages": 3}}, r"model\.frozen_stages"),
+    ({"model": {"frozen_stages": 10}}, r"model\.frozen_stages"),
     ({"model": {"bn_eval": "sometimes"}}, r"model\.bn_eval"),
     ({"ssc": {"rec_loss": "l3"}}, r"ssc\.rec_loss: 'l3' is not one of"),
 ])

@@ -7,7 +7,8 @@ import torch
 
 from sslib.cam import cam_path, save_cam
 from sslib.config import thresholds_from
-from sslib.evaluate import cam_labels, evaluate_split, summarize_sweep, sweep_confusion, write_sweep_csv
+from sslib.evaluate import (activation_contrast, cam_labels, contrast_summary, evaluate_split, image_contrast,
+                            summarize_sweep, sweep_confusion, write_sweep_csv)
 from sslib.io import DataError
 from sslib.metrics import confusion_matrix
 
@@ -52,8 +53,21 @@ def test_summarize_sweep_picks_best_and_fixed_threshold():
     assert s["best"]["iou"] == {"background": pytest.approx(2 / 3, abs=1e-5), "a": pytest.approx(2 / 3, abs=1e-5)}
     assert s["miou_per_threshold"] == [0.25, pytest.approx(2 / 3, abs=1e-5), 0.25]
     # a's false positives at threshold 0.1 all lie on background: over-activation 1
+    assert s["best"]["over_activation"]["a"] == 1.0 and s["fixed"]["over_activation"]["a"] is None  # no fp
+    # background false-positive rate: bg row [0, 10] -> 1; [8, 2] -> 2/10; [10, 0] -> 0
+    assert s["best"]["background_fp_rate"] == pytest.approx(0.2) and s["fixed"]["background_fp_rate"] == 0.0
+    # precision at 0.2: bg 8/10, a 8/10; at 0.3: bg 10/20, a never predicted (None)
+    assert s["best"]["precision"] == {"background": 0.8, "a": 0.8} and s["best"]["mean_precision"] == 0.8
+    assert s["fixed"]["precision"] == {"background": 0.5, "a": None} and s["fixed"]["mean_precision"] == 0.5
     with pytest.raises(ValueError, match="fixed threshold 0.4"):
         summarize_sweep(conf, [0.1, 0.2, 0.3], ["background", "a"], fixed_threshold=0.4)
+
+
+def test_summarize_sweep_background_fp_rate_is_none_without_background_pixels():
+    conf = torch.tensor([[[0, 0], [3, 5]]])                        # no ground-truth background pixel
+    s = summarize_sweep(conf, [0.5], ["background", "a"], fixed_threshold=0.5)
+    assert s["best"]["background_fp_rate"] is None and s["fixed"]["background_fp_rate"] is None
+    assert s["best"]["precision"] == {"background": 0.0, "a": 1.0}
 
 
 def test_write_sweep_csv(tmp_path):
@@ -111,3 +125,102 @@ def test_threshold_labels_is_the_one_background_rule():
         assert torch.equal(many[i], threshold_labels(value, label, t))
     empty_v, empty_l = strongest_class(torch.zeros(0, 2, 3), torch.zeros(0, dtype=torch.long))
     assert threshold_labels(empty_v, empty_l, 0.0).tolist() == [[0, 0, 0], [0, 0, 0]]
+
+
+# --------------------------------------------------------------------------- activation contrast
+def test_image_contrast_per_present_class():
+    mask = np.array([[0, 0, 1], [2, 255, 1]])                      # 255: neither object nor background
+    high = np.array([[[0.2, 0.4, 1.0], [0.0, 0.9, 0.5]],           # class 0 (label 1): own 1.0, 0.5
+                     [[0.1, 0.3, 0.0], [0.8, 0.7, 0.0]],           # class 1 (label 2): own 0.8
+                     [[0.6, 0.6, 0.6], [0.6, 0.6, 0.6]]])          # class 4: no pixels of its own
+    inside, background = image_contrast(high, np.array([0, 1, 4]), mask)
+    np.testing.assert_allclose(inside, [0.75, 0.8])
+    np.testing.assert_allclose(background, [0.3, 0.2])
+    none_in, none_bg = image_contrast(high, np.array([0, 1, 4]), np.where(mask == 0, 1, mask))  # no background
+    assert none_in.shape == none_bg.shape == (0,)
+    empty_in, empty_bg = image_contrast(np.zeros((0, 2, 3)), np.zeros(0, np.int64), mask)
+    assert empty_in.shape == empty_bg.shape == (0,)
+
+
+class ContrastData:
+    def __init__(self, masks):
+        self.masks = masks
+
+    def __len__(self):
+        return len(self.masks)
+
+    def __getitem__(self, i):
+        return {"name": f"im{i}", "mask": self.masks[i]}
+
+
+def test_activation_contrast_means_over_image_class_pairs(tmp_path):
+    masks = [np.array([[0, 0], [1, 2]]), np.array([[0, 2], [2, 2]])]
+    save_cam(cam_path(tmp_path, "val", "im0"), np.array([0, 1]), np.zeros((2, 1, 1)),
+             np.array([[[0.2, 0.4], [1.0, 0.0]], [[0.0, 0.0], [0.0, 1.0]]]))
+    save_cam(cam_path(tmp_path, "val", "im1"), np.array([1]), np.zeros((1, 1, 1)),
+             np.array([[[0.5, 0.9], [0.6, 0.3]]]))
+    c = activation_contrast(tmp_path, ContrastData(masks), "val")
+    # pairs: (im0, class 0): inside 1.0, bg 0.3; (im0, class 1): 1.0, 0.0; (im1, class 1): 0.6, 0.5
+    assert c["inside"] == pytest.approx((1.0 + 1.0 + 0.6) / 3, abs=1e-3)
+    assert c["background"] == pytest.approx((0.3 + 0.0 + 0.5) / 3, abs=1e-3)
+    assert c["ratio"] == pytest.approx(c["inside"] / c["background"])
+    j = contrast_summary(tmp_path, ContrastData(masks), "val")
+    assert j == {k: pytest.approx(v, abs=1e-5) for k, v in c.items()}
+
+
+def test_activation_contrast_without_pairs_or_background_activation(tmp_path):
+    save_cam(cam_path(tmp_path, "val", "im0"), np.array([0]), np.zeros((1, 1, 1)),
+             np.array([[[0.0, 0.0], [1.0, 0.5]]]))
+    only_object = ContrastData([np.array([[0, 0], [1, 1]])])        # no activation on background
+    c = activation_contrast(tmp_path, only_object, "val")
+    assert c["inside"] == pytest.approx(0.75, abs=1e-3) and c["background"] == 0.0 and c["ratio"] == float("inf")
+    assert contrast_summary(tmp_path, only_object, "val")["ratio"] is None  # JSON has no inf
+    no_background = ContrastData([np.array([[1, 1], [1, 1]])])
+    assert all(np.isnan(x) for x in activation_contrast(tmp_path, no_background, "val").values())
+    assert contrast_summary(tmp_path, no_background, "val") == {"inside": None, "background": None, "ratio": None}
+
+
+# --------------------------------------------------------------------------- reconstruction quality
+def test_psnr_and_ssim_by_hand():
+    from sslib.evaluate import psnr_ssim
+
+    rng = np.random.default_rng(0)
+    image = rng.uniform(0.2, 0.8, (24, 20, 3))
+    psnr, ssim = psnr_ssim(image + 0.1, image)  # mse = 0.01 -> 20 dB
+    assert psnr == pytest.approx(20.0) and 0 < ssim < 1
+    psnr, ssim = psnr_ssim(image, image)
+    assert psnr == float("inf") and ssim == pytest.approx(1.0)
+    # a worse reconstruction scores lower on both
+    noisy = np.clip(image + rng.normal(0, 0.2, image.shape), 0, 1)
+    assert psnr_ssim(noisy, image)[0] < 20.0 and psnr_ssim(noisy, image)[1] < psnr_ssim(image + 0.1, image)[1]
+
+
+def test_reconstruction_quality_crops_the_decoder_output_and_compares_in_rgb():
+    """A "decoder" that returns the image itself (padded to 16x the CAM size, in [-1, 1]) and
+    one that returns it darkened by 0.1 in RGB: PSNR inf / 20 dB."""
+    from sslib.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from sslib.evaluate import reconstruction_quality
+
+    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    rgb = torch.rand(3, 40, 50, generator=torch.Generator().manual_seed(0)) * 0.6 + 0.2
+    data = [{"image": (rgb - mean) / std}]
+
+    class Net(torch.nn.Module):
+        def forward(self, x):  # (1, 3, 40, 50) -> CAMs (1, 1, 3, 4), and the image on the side
+            self.x = x
+            return None, torch.zeros(1, 1, 3, 4)
+
+    net = Net()
+
+    def decoder(shift):
+        def rebuild(cams):
+            out = torch.zeros(1, 3, 16 * cams.shape[2], 16 * cams.shape[3])
+            out[..., :40, :50] = (net.x * std + mean - shift) * 2 - 1
+            return out
+        return rebuild
+
+    same = reconstruction_quality(net, decoder(0.0), data)
+    assert (same["psnr"] is None or same["psnr"] > 100) and same["ssim"] == pytest.approx(1.0)  # float round-off only
+    darker = reconstruction_quality(net, decoder(0.1), data)
+    assert darker["psnr"] == pytest.approx(20.0, abs=1e-3) and darker["ssim"] < 1.0
+    assert reconstruction_quality(net, decoder(0.0), []) == {"psnr": None, "ssim": None}

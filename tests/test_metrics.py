@@ -23,6 +23,7 @@ CONF = np.array([[1, 1, 1],   # gt 0
 # IoU = tp / (tp + fp + fn) = [1/5, 2/5, 1/4]; mIoU = (0.2 + 0.4 + 0.25) / 3
 # precision = [1/3, 2/3, 1/3]; recall = [1/3, 2/4, 1/2]; pixel accuracy = 4/9
 # over-activation: class 1: conf[0,1] / fp1 = 1/1; class 2: conf[0,2] / fp2 = 1/2; mean 3/4
+# background false-positive rate: (conf[0,1] + conf[0,2]) / row 0 = 2/3
 
 
 def test_confusion_matrix_hand_computed():
@@ -104,6 +105,7 @@ def test_scores_hand_computed():
     assert math.isnan(r["over_activation"][0])
     assert r["over_activation"][1:] == pytest.approx([1.0, 0.5])
     assert r["mean_over_activation"] == pytest.approx(0.75)
+    assert r["background_fp_rate"] == pytest.approx(2 / 3)
     assert r["tp"] == [1, 2, 1] and r["fp"] == [2, 1, 2] and r["fn"] == [2, 2, 1]
     assert r["gt_pixels"] == [3, 4, 2] and r["pred_pixels"] == [3, 3, 3]
     assert r["fp_on_background"] == [1, 1, 1] and r["total_pixels"] == 9
@@ -130,6 +132,42 @@ def test_absent_classes_are_nan_and_excluded_from_miou():
     assert r["iou"][:3] == pytest.approx([1 / 5, 2 / 7, 1 / 4])
     assert r["miou"] == pytest.approx((1 / 5 + 2 / 7 + 1 / 4 + 0.0) / 4)  # class 3 left out
     assert r["mean_over_activation"] == pytest.approx((1.0 + 0.5 + 0.0) / 3)
+
+
+#                     pred 0  1  2
+SPILL = np.array([[6, 3, 1],   # gt 0: 10 background pixels, 3 + 1 = 4 claimed by a class
+                  [2, 5, 0],   # gt 1
+                  [0, 1, 2]])  # gt 2
+# background_fp_rate = 4 / 10 = 0.4 (= 1 - 6/10)
+# column sums [8, 9, 3] -> precision = [6/8, 5/9, 2/3]; mean_precision = (3/4 + 5/9 + 2/3) / 3
+# over-activation: class 1: fp = 9 - 5 = 4, 3 on background -> 3/4; class 2: fp 1, on background 1 -> 1
+# with background = 2: 1 - conf[2, 2] / row 2 = 1 - 2/3 = 1/3
+
+
+def test_background_fp_rate_and_precision_hand_computed():
+    r = scores(SPILL, ["bg", "cat", "dog"])
+    assert r["background_fp_rate"] == pytest.approx(0.4)
+    assert r["precision"] == pytest.approx([6 / 8, 5 / 9, 2 / 3])
+    assert r["mean_precision"] == pytest.approx((3 / 4 + 5 / 9 + 2 / 3) / 3)
+    assert r["over_activation"][1:] == pytest.approx([3 / 4, 1.0])
+    assert type(r["background_fp_rate"]) is float
+    assert scores(SPILL, background=2)["background_fp_rate"] == pytest.approx(1 / 3)
+    assert scores(np.diag([5, 2, 1]))["background_fp_rate"] == 0.0  # no spill
+    assert scores(np.array([[0, 4], [0, 1]]))["background_fp_rate"] == 1.0  # all background claimed
+    torch_r = scores(torch.from_numpy(SPILL))
+    assert torch_r["background_fp_rate"] == pytest.approx(0.4)
+
+
+def test_background_fp_rate_is_nan_without_background_pixels():
+    no_bg_pixels = np.array([[0, 0, 0],   # gt 0 never occurs
+                             [1, 3, 0],
+                             [0, 2, 4]])
+    r = scores(no_bg_pixels)
+    assert math.isnan(r["background_fp_rate"])
+    assert r["precision"] == pytest.approx([0.0, 3 / 5, 1.0])
+    assert math.isnan(scores(SPILL, background=None)["background_fp_rate"])
+    assert math.isnan(scores(np.zeros((3, 3), np.int64))["background_fp_rate"])
+    assert math.isnan(json.loads(json.dumps(r))["background_fp_rate"])  # NaN survives the round trip
 
 
 def test_no_background_and_empty_matrix():

@@ -54,7 +54,7 @@ def test_camnet_shapes_scores_are_gap_of_bias_free_cams():
         assert scores.shape == (2, C) and cams.shape == (2, C, 4, 6)  # output stride 16
         torch.testing.assert_close(scores, cams.mean(dim=(2, 3)))
     # layer4 keeps the resolution: stride 1, no dilation (official strides (2, 2, 2, 1))
-    assert net.layer4[0].conv2.stride == (1, 1) and net.layer4[0].downsample[0].stride == (1, 1)
+    assert net.backbone.layer4[0].conv2.stride == (1, 1) and net.backbone.layer4[0].downsample[0].stride == (1, 1)
     assert all(m.dilation == (1, 1) for m in net.modules() if isinstance(m, nn.Conv2d))
 
 
@@ -67,23 +67,23 @@ def _backward(net: CAMNet) -> None:
 def test_frozen_stages_2_no_gradient_for_stem_layer1_layer2():
     net = _net(frozen_stages=2)
     _backward(net)
-    for part in (net.conv1, net.bn1, net.layer1, net.layer2):
+    for part in (net.backbone.conv1, net.backbone.bn1, net.backbone.layer1, net.backbone.layer2):
         for p in part.parameters():
             assert p.grad is None and not p.requires_grad
-    for part in (net.layer3, net.layer4, net.classifier):
+    for part in (net.backbone.layer3, net.backbone.layer4, net.classifier):
         # every parameter gets a gradient (a conv before a zero-initialised BN gets zeros)
         assert all(p.grad is not None for p in part.parameters())
         assert sum(p.grad.abs().sum() for p in part.parameters()) > 0
     backbone, head = net.param_groups()
     assert head == [net.classifier.weight]
-    assert {id(p) for p in backbone} == {id(p) for m in (net.layer3, net.layer4) for p in m.parameters()}
+    assert {id(p) for p in backbone} == {id(p) for m in (net.backbone.layer3, net.backbone.layer4) for p in m.parameters()}
 
 
 def test_frozen_stages_1_trains_layer2():
     net = _net(frozen_stages=1)
     _backward(net)
-    assert all(p.grad is None for m in (net.conv1, net.bn1, net.layer1) for p in m.parameters())
-    assert all(p.grad is not None for p in net.layer2.parameters())
+    assert all(p.grad is None for m in (net.backbone.conv1, net.backbone.bn1, net.backbone.layer1) for p in m.parameters())
+    assert all(p.grad is not None for p in net.backbone.layer2.parameters())
 
 
 def test_frozen_stages_0_without_bn_eval_trains_everything():
@@ -101,7 +101,7 @@ def test_auto_settings_follow_weights():
     net = CAMNet(C, weights="none")
     assert (net.frozen_stages, net.bn_eval) == (0, False)
     with pytest.raises(ValueError, match="frozen_stages"):
-        CAMNet(C, frozen_stages=3)
+        CAMNet(C, frozen_stages=5)
 
 
 def test_bn_eval_keeps_running_statistics_in_train_mode():
@@ -120,13 +120,13 @@ def test_bn_eval_keeps_running_statistics_in_train_mode():
 def test_without_bn_eval_batch_statistics_update_except_in_frozen_stages():
     net = _net(bn_eval=False, frozen_stages=2)
     net.train()
-    frozen = _bns(net.layer1) + _bns(net.layer2) + [net.bn1]
-    trained = _bns(net.layer3) + _bns(net.layer4)
+    frozen = _bns(net.backbone.layer1) + _bns(net.backbone.layer2) + [net.backbone.bn1]
+    trained = _bns(net.backbone.layer3) + _bns(net.backbone.layer4)
     assert not any(bn.training for bn in frozen) and all(bn.training for bn in trained)
-    m_frozen, m_trained = net.layer2[0].bn1.running_mean.clone(), net.layer3[0].bn1.running_mean.clone()
+    m_frozen, m_trained = net.backbone.layer2[0].bn1.running_mean.clone(), net.backbone.layer3[0].bn1.running_mean.clone()
     net(_images())
-    assert torch.equal(net.layer2[0].bn1.running_mean, m_frozen)
-    assert not torch.equal(net.layer3[0].bn1.running_mean, m_trained)
+    assert torch.equal(net.backbone.layer2[0].bn1.running_mean, m_frozen)
+    assert not torch.equal(net.backbone.layer3[0].bn1.running_mean, m_trained)
 
 
 # --------------------------------------------------------------------------- DRS
@@ -160,12 +160,12 @@ def _check_capped(out: torch.Tensor, pre: torch.Tensor, delta: float) -> None:
 def test_drs_caps_layer4_always_and_stage2_only_in_training():
     delta = 0.55
     net = _net(drs_delta=delta)
-    assert all(isinstance(b, DRSBottleneck) for b in net.layer4)
+    assert all(isinstance(b, DRSBottleneck) for b in net.backbone.layer4)
     for training in (True, False):
         net.train(training)
         blocks, relus, l3_in, l2_out = [], [], [], []
-        hooks = [_capture(b, blocks) for b in net.layer4] + [_capture(b.relu, relus) for b in net.layer4]
-        hooks += [_capture(net.layer3, l3_in, inputs=True), _capture(net.layer2, l2_out)]
+        hooks = [_capture(b, blocks) for b in net.backbone.layer4] + [_capture(b.relu, relus) for b in net.backbone.layer4]
+        hooks += [_capture(net.backbone.layer3, l3_in, inputs=True), _capture(net.backbone.layer2, l2_out)]
         net(_images())
         for h in hooks:
             h.remove()
@@ -183,7 +183,7 @@ def _plain_resnet_cams(net: CAMNet, x: torch.Tensor) -> torch.Tensor:
     """Independent forward: torchvision's ResNet-50 with net's weights, layer4 stride 1."""
     tv = torchvision.models.resnet50()
     tv.fc = nn.Identity()
-    trunk = {k: v for k, v in net.state_dict().items() if not k.startswith("classifier.")}
+    trunk = {k.removeprefix("backbone."): v for k, v in net.state_dict().items() if not k.startswith("classifier.")}
     tv.load_state_dict(trunk, strict=True)
     tv.layer4[0].conv2.stride = (1, 1)
     tv.layer4[0].downsample[0].stride = (1, 1)
@@ -196,7 +196,7 @@ def _plain_resnet_cams(net: CAMNet, x: torch.Tensor) -> torch.Tensor:
 def test_drs_delta_zero_is_the_plain_relu_network():
     x = _images()
     plain = _net(drs_delta=0.0)
-    assert not any(isinstance(b, DRSBottleneck) for b in plain.layer4)
+    assert not any(isinstance(b, DRSBottleneck) for b in plain.backbone.layer4)
     ref = _plain_resnet_cams(plain, x)
     for training in (True, False):
         plain.train(training)
@@ -360,8 +360,8 @@ def test_torchvision_resnet50_state_dict_loads(tmp_path):
     assert (net.frozen_stages, net.bn_eval) == (2, True)
     mine = net.state_dict()
     theirs = {k: v for k, v in tv.state_dict().items() if not k.startswith("fc.")}
-    assert set(mine) == set(theirs) | {"classifier.weight"}
-    assert all(torch.equal(mine[k], v) for k, v in theirs.items())
+    assert set(mine) == {f"backbone.{k}" for k in theirs} | {"classifier.weight"}
+    assert all(torch.equal(mine[f"backbone.{k}"], v) for k, v in theirs.items())
 
 
 def test_state_dict_that_does_not_fit_is_named(tmp_path):

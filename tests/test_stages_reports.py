@@ -26,16 +26,21 @@ TINY = {
     "eval_cam": {"thresholds": [0.1, 0.3, 0.1], "fixed_threshold": 0.2},
 }
 MIOU = {("cam", 0): 0.30, ("cam", 1): 0.32, ("ssc", 0): 0.40, ("ssc", 1): 0.41}
+BG_FP = {("cam", 0): 0.60, ("cam", 1): 0.64, ("ssc", 0): 0.30, ("ssc", 1): 0.34}  # at the best threshold
 
 
 def _write_results(params: config.Params) -> None:
-    """What the eval_cam stage writes for every run: metrics.json, sweep.csv and the val CAMs."""
+    """What the eval_cam stage writes for every run: metrics.json, sweep.csv and the val CAMs
+    (``ssc`` has a decoder: a ``reconstruction`` entry)."""
     classes = ["background", *build_dataset(params.data, "train").classes]
     for (v, s), miou in MIOU.items():
         res = {"threshold": 0.3, "miou": miou, "mean_precision": 0.5, "mean_recall": 0.6,
-               "mean_over_activation": 0.9, "iou": {c: miou for c in classes}}
-        metrics = {"variant": v, "seed": s, **{split: {"best": res, "fixed": {**res, "threshold": 0.2}}
-                                                 for split in ("train", "val")}}
+               "background_fp_rate": BG_FP[v, s], "mean_over_activation": 0.99, "iou": {c: miou for c in classes}}
+        fixed = {**res, "threshold": 0.2, "background_fp_rate": 0.9}
+        metrics = {"variant": v, "seed": s, **{split: {"best": res, "fixed": fixed, "cam_contrast": {
+            "inside": 0.9, "background": 0.1, "ratio": 9.0}} for split in ("train", "val")}}
+        if v == "ssc":
+            metrics["val"]["reconstruction"] = {"psnr": 20.0 + s, "ssim": 0.5 + s / 10}
         rep = paths.eval_reports(v, s)
         rep.mkdir(parents=True)
         (rep / paths.METRICS).write_text(json.dumps(metrics))
@@ -140,8 +145,14 @@ def test_ablation_writes_table_markdown_and_sweeps(params, capsys):
     # the stored CAMs are 0.9 on their class's pixels and 0.1 elsewhere (float16)
     assert table["cam_inside"].tolist() == pytest.approx([90.0, 90.0], abs=0.1)
     assert table["cam_background"].tolist() == pytest.approx([10.0, 10.0], abs=0.1)
+    assert table["bg_fp_mean"].tolist() == pytest.approx([62.0, 32.0])
+    assert table["bg_fp_fixed_mean"].tolist() == pytest.approx([90.0, 90.0])
+    assert np.isnan(table["psnr"][0]) and table["psnr"][1] == pytest.approx(20.5)  # cam has no decoder
+    assert np.isnan(table["ssim"][0]) and table["ssim"][1] == pytest.approx(0.55)
+    assert not any("over_activation" in c for c in table.columns)
     md = paths.ablation_markdown().read_text()
     assert md == r.markdown and "## Against `cam`" in md
+    assert "| bg FP | ± std | bg FP @0.2 | ± std |" in md and md.count("| - | - |") == 1  # cam: no PSNR / SSIM
     assert "| train | ssc | 9.5 | 40.0 | 41.0 | +9.5: above cam on every seed |" in md
     assert "Every run's best threshold is the largest swept (0.3)" in md  # every run's best is 0.3
     for key in ("train", "val"):

@@ -1,24 +1,25 @@
 """Networks and reconstruction losses of SSC.
 
-* :class:`CAMNet`: ResNet-50 (output stride 16) with DRS and a 1x1 classifier;
-  ``scores, cams = net(images)``;
+* :class:`CAMNet`: a backbone (ResNet-50 or EfficientNet-Lite0, output stride 16, see
+  :mod:`sslib.models.backbones`) with DRS and a 1x1 classifier; ``scores, cams = net(images)``;
 * :class:`Decoder`: CAM logits -> RGB image in [-1, 1] (CAM-driven reconstruction);
-* :func:`build_reconstruction_loss`: ``loss(rec, image)``, perceptual (VGG-19), L1 or L2;
-* :mod:`sslib.models.weights`: local torchvision weights files (never downloaded),
-  :class:`WeightsError`.
+* :func:`build_reconstruction_loss`: ``loss(rec, image)``, perceptual (VGG-19 or Lite0), L1 or L2;
+* :mod:`sslib.models.weights`: local torchvision weights files (never downloaded), the
+  packaged Lite0 file, :class:`WeightsError`.
 """
 from __future__ import annotations
 
+from .backbones import BACKBONES, build_backbone
 from .cam_net import CAMNet, DRSBottleneck, drs, load_trained
 from .decoder import Decoder, LayerNorm2d
 from .perceptual import (
-    VGG_LAYER_INDICES, VGG_LAYER_NAMES, VGG_LAYER_WEIGHTS, PerceptualLoss, ReconstructionLoss,
+    LOSS_NETWORKS, VGG_LAYER_INDICES, VGG_LAYER_NAMES, VGG_LAYER_WEIGHTS, PerceptualLoss, ReconstructionLoss,
     build_reconstruction_loss, imagenet_to_tanh, tanh_to_imagenet,
 )
 from .weights import WeightsError, load_weights
 
 __all__ = [
-    "CAMNet", "DRSBottleneck", "drs", "load_trained", "Decoder", "LayerNorm2d", "PerceptualLoss", "ReconstructionLoss",
+    "BACKBONES", "LOSS_NETWORKS", "build_backbone", "CAMNet", "DRSBottleneck", "drs", "load_trained", "Decoder", "LayerNorm2d", "PerceptualLoss", "ReconstructionLoss",
     "build_reconstruction_loss", "tanh_to_imagenet", "imagenet_to_tanh", "VGG_LAYER_INDICES",
     "VGG_LAYER_NAMES", "VGG_LAYER_WEIGHTS", "WeightsError", "load_weights",
 ]

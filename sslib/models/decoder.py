@@ -6,7 +6,8 @@ network too), to an RGB image (N, 3, 16h, 16w) in [-1, 1], as the official
 
 * 3x3 conv block C -> 256 (reflection padding, no bias), layer norm, ReLU;
 * one residual block: x + [conv block 256 -> 256 with ReLU, conv block 256 -> 256 without];
-* four up-sampling stages 256 -> 256 -> 128 -> 64 -> 32, each a 4x4 stride-2 transposed
+* four up-sampling stages 256 -> 256 -> 128 -> 64 -> 32 (with ``width`` W instead of 256:
+  W -> W -> W/2 -> W/4 -> W/8), each a 4x4 stride-2 transposed
   conv (no bias), instance norm (no affine), ReLU, and a 3x3 conv block (zero padding,
   bias) with layer norm and ReLU;
 * a 3x3 conv to 3 channels (bias) and tanh.
@@ -86,17 +87,23 @@ class Decoder(nn.Module):
 
     Args:
         num_classes: C, channels of the CAMs.
+        width: W, channels of the stem and the first up-sampling stage; the stages then
+            halve: W -> W -> W/2 -> W/4 -> W/8. 256 is the published decoder; a narrower
+            one (``model.decoder_width``) is a documented deviation for CPU runs, where the
+            256-wide decoder is about 70 % of an SSC training step. A multiple of 8.
 
     ``forward(cams)`` with cams (N, C, h, w) (h, w >= 2: the first conv pads by
     reflection) returns (N, 3, 16h, 16w).
     """
 
-    def __init__(self, num_classes: int) -> None:
+    def __init__(self, num_classes: int, width: int = 256) -> None:
         super().__init__()
-        self.stem = nn.Sequential(ConvBlock(num_classes, 256, padding_mode="reflect", bias=False),
-                                  ResBlock(256))
-        self.up = nn.Sequential(UpStage(256, 256), UpStage(256, 128), UpStage(128, 64), UpStage(64, 32))
-        self.head = nn.Conv2d(32, 3, 3, 1, 1)
+        if width < 8 or width % 8:
+            raise ValueError(f"decoder width must be a positive multiple of 8, got {width}")
+        w = width
+        self.stem = nn.Sequential(ConvBlock(num_classes, w, padding_mode="reflect", bias=False), ResBlock(w))
+        self.up = nn.Sequential(UpStage(w, w), UpStage(w, w // 2), UpStage(w // 2, w // 4), UpStage(w // 4, w // 8))
+        self.head = nn.Conv2d(w // 8, 3, 3, 1, 1)
 
     def forward(self, cams: Tensor) -> Tensor:
         """(N, C, h, w) -> (N, 3, 16h, 16w) in [-1, 1]."""

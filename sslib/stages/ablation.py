@@ -6,7 +6,9 @@ under :func:`sslib.paths.cam_dir`, for how localised they are) and writes, throu
 :mod:`sslib.ablation`:
 
 * :func:`sslib.paths.ablation_table` (``reports/ablation.csv``): one row per variant, mean
-  and std over seeds (train split; val mIoU; CAM on object / on background);
+  and std over seeds (train split: mIoU, precision, recall, background false-positive
+  rate; val mIoU; CAM on object / on background, :func:`sslib.evaluate.activation_contrast`;
+  the decoder's reconstruction PSNR / SSIM);
 * :func:`sslib.paths.ablation_markdown` (``reports/ablation.md``): the same table, the
   comparison with the reference variant per split in words, and a caveat when every best
   threshold is the largest swept;
@@ -80,6 +82,7 @@ def run(params: Params, reference: str = "baseline") -> AblationResult:
     """Read every run's results, write the table, its markdown and the mean sweeps; return
     the frames (see :class:`AblationResult`)."""
     from ..data import build_dataset, split_name
+    from ..evaluate import activation_contrast
 
     variants, seeds = list(params.runs.variants), list(params.runs.seeds)
     splits = _splits(params)
@@ -88,7 +91,7 @@ def run(params: Params, reference: str = "baseline") -> AblationResult:
     root = paths.eval_root()
     runs = ablation.runs_frame(variants, seeds, splits, root)
     val_ds = build_dataset(params.data, val_split)
-    contrast = pd.DataFrame([{"variant": v, "seed": s, **ablation.activation_contrast(
+    contrast = pd.DataFrame([{"variant": v, "seed": s, **activation_contrast(
         paths.cam_dir(params, v, s), val_ds, val_split)} for v in variants for s in seeds])
     table = ablation.full_table(runs, contrast, train_split, val_split, order=variants)
     cmp = ablation.comparison(runs, [train_split, val_split], reference)

@@ -6,10 +6,15 @@
    stored under :func:`sslib.paths.cam_dir` as ``<split>/<name>.npz`` (:mod:`sslib.cam`);
    with ``runs.devices > 1`` each torchrun process makes its share (images rank::world);
 3. rank 0 sweeps the background threshold over each split (:mod:`sslib.evaluate`) and
-   writes :func:`sslib.paths.eval_reports` ``metrics.json`` (DVC metrics: mIoU at the
-   best and at the fixed threshold, precision, recall, over-activation, per class) and
-   ``sweep.csv`` (DVC plots: mIoU against threshold per split), only when every split
-   is done; the CAM time (machine-dependent) goes to ``reports/timings/eval_cam/`` instead.
+   writes :func:`sslib.paths.eval_reports` ``metrics.json`` (DVC metrics, per split:
+   ``best`` and ``fixed``, the scores at the best and at the fixed threshold: mIoU,
+   precision, recall, ``background_fp_rate``, per class where it applies; and
+   ``cam_contrast``, the mean CAM on the class's own pixels and on ground-truth
+   background; for a run with a decoder, the val split's ``reconstruction``: mean PSNR
+   and SSIM of the decoder's image against the input) and ``sweep.csv`` (DVC plots: mIoU
+   against threshold per split), only
+   when every split is done; the CAM time (machine-dependent) goes to
+   ``reports/timings/eval_cam/`` instead.
 
 Shell::
 
@@ -59,17 +64,46 @@ def _make_cams(params: Params, net, out, dist, progress: bool) -> float:
     return time.perf_counter() - t0
 
 
+def _evaluate(params: Params, out, names: list[str], progress: bool) -> dict[str, dict]:
+    """Per split: :func:`sslib.evaluate.summarize_sweep` of the stored CAMs under ``out``,
+    with ``cam_contrast`` (:func:`sslib.evaluate.contrast_summary`) added."""
+    from ..data import build_dataset
+    from ..evaluate import contrast_summary, evaluate_split, summarize_sweep
+
+    ths = thresholds_from(*params.eval_cam.thresholds)
+    summaries = {}
+    for split in splits(params):
+        ds = build_dataset(params.data, split)
+        conf = evaluate_split(out, ds, split, ths, progress=progress)
+        summaries[split] = {**summarize_sweep(conf, ths, names, params.eval_cam.fixed_threshold),
+                            "cam_contrast": contrast_summary(out, ds, split)}
+    return summaries
+
+
+def _reconstruction(params: Params, net, decoder, device, progress: bool) -> dict[str, dict]:
+    """``{val split: {"reconstruction": {"psnr", "ssim"}}}`` for a run with a decoder, else {}
+    (:func:`sslib.evaluate.reconstruction_quality`)."""
+    from ..data import build_dataset
+    from ..data.transforms import EvalTransform
+    from ..evaluate import reconstruction_quality
+
+    split = params.data.val_split
+    if decoder is None or split not in splits(params):
+        return {}
+    ds = build_dataset(params.data, split, transform=EvalTransform(), with_mask=False)
+    return {split: {"reconstruction": reconstruction_quality(net, decoder, ds, device, progress)}}
+
+
 def eval_cam(params: Params, variant: str, seed: int, *, progress: bool = True) -> dict:
     """Make the CAMs of every split in ``eval_cam.splits`` and evaluate them (see the module doc).
 
     Returns:
         The metrics dict written to metrics.json (on rank 0; other ranks return {}).
     """
-    from ..data import build_dataset
-    from ..evaluate import evaluate_split, summarize_sweep, write_sweep_csv
+    from ..evaluate import write_sweep_csv
 
     dist = distributed.init()
-    net, _, classes = load_run(params, variant, seed, dist.device)
+    net, decoder, classes = load_run(params, variant, seed, dist.device)
     out = paths.cam_dir(params, variant, seed)
     if dist.is_main:
         remove_stale_temps(out, recursive=True)  # what a killed run left
@@ -79,18 +113,16 @@ def eval_cam(params: Params, variant: str, seed: int, *, progress: bool = True) 
     if not dist.is_main:
         return {}
 
-    ths = thresholds_from(*params.eval_cam.thresholds)
-    names = ["background", *classes]
-    summaries = {}
-    for split in splits(params):
-        conf = evaluate_split(out, build_dataset(params.data, split), split, ths, progress=progress)
-        summaries[split] = summarize_sweep(conf, ths, names, params.eval_cam.fixed_threshold)
+    summaries = _evaluate(params, out, ["background", *classes], progress)
     rep = paths.eval_reports(variant, seed)
     write_sweep_csv(rep / paths.SWEEP, summaries)
     write_json(paths.timings("eval_cam", paths.run_name(variant, seed)),
                {"cam_time_s": round(cam_time, 2), "splits": splits(params)})
     metrics = {"variant": variant, "seed": seed,
-               **{split: {k: summaries[split][k] for k in ("best", "fixed")} for split in splits(params)}}
+               **{split: {k: summaries[split][k] for k in ("best", "fixed", "cam_contrast")}
+                  for split in splits(params)}}
+    for split, extra in _reconstruction(params, net, decoder, dist.device, progress).items():
+        metrics[split].update(extra)
     write_json(rep / paths.METRICS, metrics)
     return metrics
 

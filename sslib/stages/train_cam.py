@@ -5,7 +5,7 @@ One run, top to bottom:
 1. data: the training split with IRN/SSC augmentation and its superpixels; every
    sample's random draws are seeded by (seed, epoch, index), so a run is the same
    whether it is resumed, split over DDP ranks, or loaded by worker processes;
-2. models: :class:`~sslib.models.CAMNet` (ResNet-50, DRS) and, with reconstruction,
+2. models: :class:`~sslib.models.CAMNet` (``model.backbone``, DRS) and, with reconstruction,
    the :class:`~sslib.models.Decoder` and the reconstruction loss;
 3. optimisers: SGD with a poly schedule (classifier at ``classifier_lr_mult`` x lr),
    Adam with the same schedule for the decoder;
@@ -112,7 +112,7 @@ def _build(params: Params, v: VariantConfig, num_classes: int, device: torch.dev
     from ..models import CAMNet, Decoder, build_reconstruction_loss
 
     t, m = params.train_cam, params.model
-    net = CAMNet(num_classes, drs_delta=v.drs_delta, weights=m.backbone_weights,
+    net = CAMNet(num_classes, backbone=m.backbone, drs_delta=v.drs_delta, weights=m.backbone_weights,
                  frozen_stages=m.frozen_stages, bn_eval=m.bn_eval).to(device)
     backbone, classifier = net.param_groups()
     opt = torch.optim.SGD([
@@ -121,8 +121,8 @@ def _build(params: Params, v: VariantConfig, num_classes: int, device: torch.dev
     ], lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
     decoder = rec_loss = dec_opt = None
     if v.reconstruction:
-        decoder = Decoder(num_classes).to(device)
-        rec_loss = build_reconstruction_loss(v.rec_loss, m.vgg_weights).to(device)
+        decoder = Decoder(num_classes, width=m.decoder_width).to(device)
+        rec_loss = build_reconstruction_loss(v.rec_loss, m.vgg_weights, m.loss_network).to(device)
         dec_opt = torch.optim.Adam([{"params": list(decoder.parameters()), "base_lr": t.decoder_lr}],
                                    lr=t.decoder_lr, betas=tuple(t.decoder_betas))
     return _Parts(net, decoder, rec_loss, opt, dec_opt)

