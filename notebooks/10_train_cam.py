@@ -1,7 +1,7 @@
 # %% [markdown]
 # # Train the CAM network (one variant, one seed)
 #
-# Trains the ResNet-50 CAM network of one ablation variant (`variants.<name>` in
+# Trains the CAM network (`model.backbone`) of one ablation variant (`variants.<name>` in
 # params.yaml, merged over `ssc`) with one seed: classification loss, plus the
 # CAM-driven reconstruction loss (`reconstruction`) and the superpixel alignment loss
 # (`alignment`) when the variant switches them on. The `train_cam` stage runs this

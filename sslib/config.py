@@ -162,7 +162,7 @@ class SyntheticConfig:
     min_objects: int = num(1, ge=1)
     max_objects: int = num(3, ge=1)
     #: object size as a fraction of the image side (min, max)
-    scale_range: list[float] = num([0.22, 0.42], gt=0, le=1)
+    scale_range: list[float] = num([0.4, 0.7], gt=0, le=1)
     #: JPEG quality of the written images
     jpeg_quality: int = num(95, ge=1, le=100)
 
@@ -208,10 +208,10 @@ class SuperpixelConfig:
 class AugmentConfig:
     """Training augmentation (IRN/SSC): random long-side resize, flip, crop."""
 
-    resize_long: list[int] = num([192, 320], gt=0)
+    resize_long: list[int] = num([160, 256], gt=0)
     hflip: bool = True
     #: a multiple of 16: the CAM network has output stride 16 and the decoder upsamples 16x
-    crop_size: int = num(192, ge=16, multiple_of=16)
+    crop_size: int = num(160, ge=16, multiple_of=16)
 
     def check(self) -> None:
         need(len(self.resize_long) == 2 and self.resize_long[0] <= self.resize_long[1],
@@ -361,7 +361,7 @@ class EvalCamConfig:
     #: CAM files go to <out_dir>/<variant>/seed<seed>/<split>/<name>.npz
     out_dir: str = "artifacts/cams"
     scales: list[float] = num([1.0, 0.5], gt=0)
-    flip: bool = True
+    flip: bool = False
     #: images per forward (only images of equal size are batched)
     batch_size: int = num(8, ge=1)
     #: splits whose CAMs are made and evaluated: train / val mean data.train_split / data.val_split

@@ -2,7 +2,7 @@
 
 What it looks like
 ------------------
-Square RGB images (``synthetic.image_size``, 128 px by default) showing one to three
+Square RGB images (``synthetic.image_size``, 256 px by default) showing one to three
 objects (``min_objects`` .. ``max_objects``) from six classes, each drawn as a
 distinct shape with a distinct surface texture, over a textured background:
 
