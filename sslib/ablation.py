@@ -40,7 +40,7 @@ import pandas as pd
 from .io import DataError, write_text
 
 __all__ = ["runs_frame", "ablation_table", "compare", "sweep_frame", "mean_sweep", "per_class_frame",
-           "contrast_means", "full_table", "verdict", "comparison", "uniform_caveat",
+           "contrast_frame", "contrast_means", "full_table", "verdict", "comparison", "uniform_caveat",
            "report_markdown", "write_table", "to_markdown"]
 
 
@@ -181,6 +181,18 @@ def per_class_frame(variants: Sequence[str], seeds: Sequence[int], split: str, r
             m = _read_metrics(Path(root), v, s)
             for cls, iou in m[split][which]["iou"].items():
                 rows.append({"variant": v, "seed": s, "class": cls, "iou": None if iou is None else iou * 100})
+    return pd.DataFrame(rows)
+
+
+def contrast_frame(variants: Sequence[str], seeds: Sequence[int], split: str, root: str | Path) -> pd.DataFrame:
+    """One row per run: ``variant, seed, inside, background, ratio`` (fractions), the
+    ``cam_contrast`` that eval_cam wrote for ``split`` (:func:`sslib.evaluate.activation_contrast`);
+    nan where a file has none."""
+    rows = []
+    for v in variants:
+        for s in seeds:
+            c = _read_metrics(Path(root), v, s)[split].get("cam_contrast") or {}
+            rows.append({"variant": v, "seed": s, **{k: _value(c, k) for k in ("inside", "background", "ratio")}})
     return pd.DataFrame(rows)
 
 

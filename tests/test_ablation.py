@@ -247,3 +247,20 @@ def test_report_markdown_holds_the_table_caveat_and_comparison():
                                      reference="base")
     assert "CAM scales [1.0]. Percent" in plain and "mIoU @0.25" in plain and "`train_aug`" in plain
     assert "**" not in plain
+
+
+def test_contrast_frame_reads_each_runs_cam_contrast(tmp_path):
+    for s, (inside, bg) in enumerate([(0.8, 0.2), (0.6, 0.3)]):
+        d = tmp_path / "v" / f"seed{s}"
+        d.mkdir(parents=True)
+        res = {"threshold": 0.3, "miou": 0.3}
+        c = {"inside": inside, "background": bg, "ratio": inside / bg}
+        (d / "metrics.json").write_text(json.dumps({"val": {"best": res, "fixed": res, "cam_contrast": c}}))
+    d = tmp_path / "old" / "seed0"
+    d.mkdir(parents=True)
+    (d / "metrics.json").write_text(json.dumps({"val": {"best": {}, "fixed": {}}}))  # written before cam_contrast
+    df = ablation.contrast_frame(["v", "old"], [0, 1][:1], "val", tmp_path)
+    assert df.loc[0, "inside"] == 0.8 and df.loc[0, "ratio"] == pytest.approx(4.0) and df.loc[1, ["inside"]].isna().all()
+    both = ablation.contrast_frame(["v"], [0, 1], "val", tmp_path)
+    means = ablation.contrast_means(both)
+    assert means.loc["v", "inside"] == pytest.approx(70.0) and means.loc["v", "background"] == pytest.approx(25.0)

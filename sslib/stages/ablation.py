@@ -1,13 +1,14 @@
 """The ablation table over every variant and seed (the ``ablation`` stage).
 
 Reads what the ``eval_cam`` stage wrote for each run of ``runs.variants`` x ``runs.seeds``
-(:func:`sslib.paths.eval_reports`: ``metrics.json``, ``sweep.csv``; and the stored CAMs
-under :func:`sslib.paths.cam_dir`, for how localised they are) and writes, through
+(:func:`sslib.paths.eval_reports`: ``metrics.json``, with how localised the CAMs are,
+and ``sweep.csv``; the stored CAMs under :func:`sslib.paths.cam_dir` only for the
+notebook's figure) and writes, through
 :mod:`sslib.ablation`:
 
 * :func:`sslib.paths.ablation_table` (``reports/ablation.csv``): one row per variant, mean
   and std over seeds (train split: mIoU, precision, recall, background false-positive
-  rate; val mIoU; CAM on object / on background, :func:`sslib.evaluate.activation_contrast`;
+  rate; val mIoU; CAM on object / on background, the runs' ``cam_contrast``;
   the decoder's reconstruction PSNR / SSIM);
 * :func:`sslib.paths.ablation_markdown` (``reports/ablation.md``): the same table, the
   comparison with the reference variant per split in words, and a caveat when every best
@@ -81,8 +82,7 @@ def _splits(params: Params) -> list[str]:
 def run(params: Params, reference: str = "baseline") -> AblationResult:
     """Read every run's results, write the table, its markdown and the mean sweeps; return
     the frames (see :class:`AblationResult`)."""
-    from ..data import build_dataset, split_name
-    from ..evaluate import activation_contrast
+    from ..data import split_name
 
     variants, seeds = list(params.runs.variants), list(params.runs.seeds)
     splits = _splits(params)
@@ -90,9 +90,7 @@ def run(params: Params, reference: str = "baseline") -> AblationResult:
     reference = reference_of(params, reference)
     root = paths.eval_root()
     runs = ablation.runs_frame(variants, seeds, splits, root)
-    val_ds = build_dataset(params.data, val_split)
-    contrast = pd.DataFrame([{"variant": v, "seed": s, **activation_contrast(
-        paths.cam_dir(params, v, s), val_ds, val_split)} for v in variants for s in seeds])
+    contrast = ablation.contrast_frame(variants, seeds, val_split, root)
     table = ablation.full_table(runs, contrast, train_split, val_split, order=variants)
     cmp = ablation.comparison(runs, [train_split, val_split], reference)
     caveat = ablation.uniform_caveat(runs, thresholds_from(*params.eval_cam.thresholds),
