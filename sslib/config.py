@@ -329,7 +329,7 @@ class TrainCamConfig:
     """CAM-network training (``train_cam`` stage), shared by every variant and seed."""
 
     out_dir: str = "artifacts/train_cam"
-    epochs: int = num(5, ge=1)
+    epochs: int = num(4, ge=1)
     batch_size: int = num(6, ge=1)
     #: SGD, poly schedule: backbone lr; the classifier gets lr * classifier_lr_mult
     lr: float = num(0.003, gt=0)
@@ -360,8 +360,8 @@ class EvalCamConfig:
 
     #: CAM files go to <out_dir>/<variant>/seed<seed>/<split>/<name>.npz
     out_dir: str = "artifacts/cams"
-    scales: list[float] = num([1.0, 0.5], gt=0)
-    flip: bool = False
+    scales: list[float] = num([1.0], gt=0)
+    flip: bool = True
     #: images per forward (only images of equal size are batched)
     batch_size: int = num(8, ge=1)
     #: splits whose CAMs are made and evaluated: train / val mean data.train_split / data.val_split

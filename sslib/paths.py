@@ -1,7 +1,7 @@
 """Every path the stages write or read from each other, built in one place.
 
 Library modules never build output paths; stages, notebooks, tests and ``dvc.yaml``
-(checked by tests/test_paths.py) all agree with the functions here.
+(checked by tests/test_layout.py) all agree with the functions here.
 
 **Layout.** The artifacts folders are params.yaml keys (``synthetic.out_dir``,
 ``data.prepared_dir``, ``superpixels.out_dir``, ``train_cam.out_dir``,
