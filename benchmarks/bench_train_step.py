@@ -56,6 +56,7 @@ def main() -> None:
     ap.add_argument("--superpixels", type=int, default=100, help="superpixels per image (square grid)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--channels-last", action="store_true", help="networks and images in channels_last memory format")
     args = ap.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -76,6 +77,10 @@ def main() -> None:
     decoder = Decoder(c, width=args.decoder_width).to(device).train()
     perceptual = build_reconstruction_loss("perceptual", "none", args.loss_network).to(device)
     l1 = build_reconstruction_loss("l1").to(device)
+    if args.channels_last:
+        fmt = torch.channels_last
+        net, decoder, perceptual = (m.to(memory_format=fmt) for m in (net, decoder, perceptual))
+        image = image.contiguous(memory_format=fmt)
     cams_fixed = net(image)[1].detach()
 
     def classifier():
@@ -101,7 +106,7 @@ def main() -> None:
     ms = {k: _median_ms(f, device, args.repeats) for k, f in parts.items()}
     total = sum(ms[k] for k in ("classifier", "decoder", "perceptual", "alignment"))
     print(f"CAM training step, batch {n}, crop {s}, {c} classes, {device} "
-          f"({torch.get_num_threads()} threads), median of {args.repeats}")
+          f"({torch.get_num_threads()} threads{', channels_last' if args.channels_last else ''}), median of {args.repeats}")
     print(f"| part | ms / step | share of the ssc step |\n|---|---:|---:|")
     for k, v in ms.items():
         share = f"{100 * v / total:.0f} %" if k != "l1 rec loss" else "(instead of perceptual)"

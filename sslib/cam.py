@@ -19,6 +19,13 @@ Differences from IRN: images are resized on the tensor (bilinear, antialiased wh
 shrinking) rather than with PIL's bicubic, and maps are stored as float16 (the [0, 1]
 range loses at most 5e-4).
 
+Speed: the images go through the network in channels_last memory format (with the
+network's weights in it too, as :func:`sslib.models.load_trained` returns them; the maps
+agree with the contiguous layout to float rounding). On the 2-core CPU this and small
+batches (``eval_cam.batch_size`` 2: a batch of 2 images and their flips keeps the
+activations in cache) halve the CAM time of the synthetic default (Lite0 at 256 px: 65
+ms per forwarded image at batch 16, contiguous; 27 ms at batch 4, channels_last).
+
 A stored CAM file ``<out_dir>/<split>/<name>.npz`` holds
 
 =========== ==========================================================================
@@ -81,6 +88,7 @@ def multiscale_cams(net: nn.Module, images: Tensor, scales: Sequence[float] = (1
         x = images if s == 1 else _resize(images, (round(h * s), round(w * s)))
         if flip:
             x = torch.cat([x, x.flip(-1)])
+        x = x.contiguous(memory_format=torch.channels_last)
         cams = F.relu(net(x)[1].float())
         if flip:
             cams = cams[:n] + cams[n:].flip(-1)

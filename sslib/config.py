@@ -362,8 +362,8 @@ class EvalCamConfig:
     out_dir: str = "artifacts/cams"
     scales: list[float] = num([1.0], gt=0)
     flip: bool = True
-    #: images per forward (only images of equal size are batched)
-    batch_size: int = num(8, ge=1)
+    #: images per forward (only images of equal size are batched; small is fastest on a CPU)
+    batch_size: int = num(2, ge=1)
     #: splits whose CAMs are made and evaluated: train / val mean data.train_split / data.val_split
     #: (train = pseudo-label quality)
     splits: list[Literal["train", "val"]] = field(default_factory=lambda: ["train", "val"])

@@ -264,7 +264,7 @@ def reconstruction_quality(net: torch.nn.Module, decoder: torch.nn.Module, datas
         x = dataset[i]["image"].to(device)
         h, w = x.shape[-2:]
         with torch.no_grad():
-            rec = decoder(net(x[None])[1])[0, :, :h, :w]
+            rec = decoder(net(x[None].contiguous(memory_format=torch.channels_last))[1])[0, :, :h, :w]
         rgb = lambda t: t.clamp(0, 1).permute(1, 2, 0).cpu().numpy()  # noqa: E731
         values.append(psnr_ssim(rgb((rec + 1) / 2), rgb(x * std + mean)))
     if not values:

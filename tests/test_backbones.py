@@ -191,6 +191,15 @@ def test_load_trained_rebuilds_the_backbone_and_decoder_width(tmp_path, lite0_ne
     with torch.no_grad():
         torch.testing.assert_close(net(x)[1], lite0_net.eval()(x)[1])
         torch.testing.assert_close(decoder(net(x)[1]), dec.eval()(net(x)[1]))
+    # returned for inference in channels_last (sslib.cam's speed-up), with the same CAMs
+    for m in (net, decoder):
+        convs = [c for c in m.modules() if isinstance(c, torch.nn.Conv2d) and c.kernel_size != (1, 1)]
+        assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    from sslib.cam import multiscale_cams
+
+    x = torch.randn(2, 3, 48, 40)
+    for got, want in zip(multiscale_cams(net, x, [1.0, 0.5]), multiscale_cams(lite0_net, x, [1.0, 0.5])):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
 
 
 # --------------------------------------------------------------------------- params keys

@@ -144,6 +144,7 @@ class PerceptualLoss(nn.Module):
         self.normalise = not vgg
         self.requires_grad_(False)
         self.train(False)
+        self.to(memory_format=torch.channels_last)  # with features(): 169 -> 124 ms a step (Lite0, 2-core CPU)
 
     def train(self, mode: bool = True) -> "PerceptualLoss":
         """Always eval: ``mode`` is ignored."""
@@ -153,6 +154,7 @@ class PerceptualLoss(nn.Module):
         """(N, 3, H, W) -> the five compared feature maps (VGG-19: the ReLU outputs, (N, 64, H, W)
         ... (N, 512, H/16, W/16); Lite0: (N, 16, H/2, W/2) ... (N, 192, H/32, W/32))."""
         out = []
+        x = x.contiguous(memory_format=torch.channels_last)
         for s in self.slices:
             x = s(x)
             out.append(x)
