@@ -2,6 +2,8 @@
 
 * :class:`CAMNet`: a backbone (ResNet-50 or EfficientNet-Lite0, output stride 16, see
   :mod:`sslib.models.backbones`) with DRS and a 1x1 classifier; ``scores, cams = net(images)``;
+* :class:`BoundaryNet`: IRN's class-boundary branch on a frozen backbone; ``logits = net(images)``
+  at stride 4, ``net.boundary(images)`` flip-averaged probabilities (:mod:`sslib.models.irn`);
 * :class:`Decoder`: CAM logits -> RGB image in [-1, 1] (CAM-driven reconstruction);
 * :func:`build_reconstruction_loss`: ``loss(rec, image)``, perceptual (VGG-19 or Lite0), L1 or L2;
 * :mod:`sslib.models.weights`: local torchvision weights files (never downloaded), the
@@ -12,6 +14,7 @@ from __future__ import annotations
 from .backbones import BACKBONES, build_backbone
 from .cam_net import CAMNet, DRSBottleneck, drs, load_trained
 from .decoder import Decoder, LayerNorm2d
+from .irn import BoundaryNet, load_boundary_net
 from .perceptual import (
     LOSS_NETWORKS, VGG_LAYER_INDICES, VGG_LAYER_NAMES, VGG_LAYER_WEIGHTS, PerceptualLoss, ReconstructionLoss,
     build_reconstruction_loss, imagenet_to_tanh, tanh_to_imagenet,
@@ -22,4 +25,5 @@ __all__ = [
     "BACKBONES", "LOSS_NETWORKS", "build_backbone", "CAMNet", "DRSBottleneck", "drs", "load_trained", "Decoder", "LayerNorm2d", "PerceptualLoss", "ReconstructionLoss",
     "build_reconstruction_loss", "tanh_to_imagenet", "imagenet_to_tanh", "VGG_LAYER_INDICES",
     "VGG_LAYER_NAMES", "VGG_LAYER_WEIGHTS", "WeightsError", "load_weights",
+    "BoundaryNet", "load_boundary_net",
 ]

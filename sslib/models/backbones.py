@@ -9,7 +9,20 @@ A backbone maps ImageNet-normalised images (N, 3, H, W) to non-negative features
 * ``bn_eval``: every BatchNorm uses its stored statistics, even in ``train()`` mode
   (IRN/SSC's ``FixedBatchNorm``); the BN layers of frozen groups always do;
 * ``forward(x)``: the features, with DRS (``min(x, delta * max_hw(x))``) where the
-  backbone applies it (below); ``drs_delta = 0`` switches DRS off (the plain CAM).
+  backbone applies it (below); ``drs_delta = 0`` switches DRS off (the plain CAM);
+* ``taps(x)``: five intermediate feature maps, shallow to deep, for IRN's boundary branch
+  (:class:`sslib.models.irn.BoundaryNet`); tap ``i`` has ``tap_channels[i]`` channels at
+  stride ``tap_strides[i]`` (sizes ``ceil(H / s)``). The same computation as ``forward``
+  (DRS, the detached outputs of frozen groups), so ``taps(x)[-1]`` equals ``forward(x)``.
+
+*Taps.* ResNet-50, as IRN's ``resnet50_irn.Net`` (its ``x1 .. x5``): the stem after the max
+pool (64 ch, stride 4), ``layer1`` (256, 4), ``layer2`` (512, 8), ``layer3`` (1024, 16),
+``layer4`` (2048, 16). Lite0, the analogous points: block group 0 (16 ch, stride 2), 1
+(24, 4), 2 (40, 8), 4 (112, 16) and the head (1280, 16). Why these: IRN reads the input of
+the first stride-4 stage (ResNet reduces to stride 4 by the stem's max pool; Lite0 only
+inside group 1, so that input is group 0's stride-2 output), then the last feature of each
+native stride 4, 8 and 16 (Lite0's stride-16 groups are 3 and 4; 5 and 6 run at 16 only
+because of ``output_stride=16``, like ResNet's ``layer4``) and the final features.
 
 **ResNet-50** (:class:`ResNet50Backbone`), as in the official SSC code (IRN's
 ``resnet50_cam`` with SSC's ``resnet50_drs``): torchvision's ResNet-50 with strides
@@ -106,6 +119,9 @@ class Backbone(nn.Module):
     """
 
     out_channels: int
+    #: channels and strides (w.r.t. the input) of the feature maps :meth:`taps` returns
+    tap_channels: tuple[int, ...]
+    tap_strides: tuple[int, ...]
 
     def __init__(self, drs_delta: float) -> None:
         super().__init__()
@@ -118,8 +134,15 @@ class Backbone(nn.Module):
     def stages(self) -> list[list[nn.Module]]:
         raise NotImplementedError
 
-    def _setup(self, frozen_stages: int, bn_eval: bool) -> None:
+    def taps(self, x: Tensor) -> list[Tensor]:
+        """(N, 3, H, W) -> five maps, tap ``i`` (N, tap_channels[i], ceil(H/s), ceil(W/s)) with
+        ``s = tap_strides[i]``; the last one is ``forward(x)``."""
+        raise NotImplementedError
+
+    def _setup(self, frozen_stages: int | Literal["all"], bn_eval: bool) -> None:
         n = len(self.stages())
+        if frozen_stages == "all":
+            frozen_stages = n
         if isinstance(frozen_stages, bool) or not 0 <= int(frozen_stages) <= n:
             raise ValueError(f"frozen_stages must lie in 0..{n} for {type(self).__name__}, got {frozen_stages!r}")
         self.frozen_stages, self.bn_eval = int(frozen_stages), bool(bn_eval)
@@ -153,8 +176,10 @@ class ResNet50Backbone(Backbone):
     """
 
     out_channels = 2048
+    tap_channels = (64, 256, 512, 1024, 2048)
+    tap_strides = (4, 4, 8, 16, 16)
 
-    def __init__(self, drs_delta: float = 0.55, weights: str | None = "none", frozen_stages: int = 0,
+    def __init__(self, drs_delta: float = 0.55, weights: str | None = "none", frozen_stages: int | Literal["all"] = 0,
                  bn_eval: bool = False) -> None:
         super().__init__(drs_delta)
         # zero-init of each block's last BN (random init only; loaded weights replace it): the
@@ -183,6 +208,19 @@ class ResNet50Backbone(Backbone):
             x = drs(x, self.drs_delta)
         return self.layer4(self.layer3(x))
 
+    def taps(self, x: Tensor) -> list[Tensor]:
+        """(N, 3, H, W) -> IRN's ``x1 .. x5``: the stem after the max pool (N, 64, H/4, W/4),
+        ``layer1`` (N, 256, H/4, W/4), ``layer2`` (N, 512, H/8, W/8; after DRS where
+        :meth:`forward` applies it), ``layer3`` (N, 1024, H/16, W/16) and ``layer4`` =
+        ``forward(x)`` (N, 2048, H/16, W/16); sizes rounded up."""
+        stem = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x1 = self._cut(self.layer1(stem), 1)
+        x2 = self._cut(self.layer2(x1), 2)
+        if self.training and self.drs_delta > 0:
+            x2 = drs(x2, self.drs_delta)
+        x3 = self.layer3(x2)
+        return [stem, x1, x2, x3, self.layer4(x3)]
+
 
 def timm_lite0(output_stride: int = 16) -> nn.Module:
     """timm's ``efficientnet_lite0`` without its classifier (random init; nothing downloaded)."""
@@ -200,9 +238,13 @@ class Lite0Backbone(Backbone):
     """
 
     out_channels = 1280
+    tap_channels = (16, 24, 40, 112, 1280)
+    tap_strides = (2, 4, 8, 16, 16)
+    #: the block groups whose outputs are taps (the head's output is the last tap)
+    TAP_GROUPS = (0, 1, 2, 4)
 
-    def __init__(self, drs_delta: float = 0.55, weights: str | None = "packaged", frozen_stages: int = 0,
-                 bn_eval: bool = False) -> None:
+    def __init__(self, drs_delta: float = 0.55, weights: str | None = "packaged",
+                 frozen_stages: int | Literal["all"] = 0, bn_eval: bool = False) -> None:
         super().__init__(drs_delta)
         net = timm_lite0(output_stride=16)
         load_lite0_weights(net, weights, param_key=BACKBONE_KEY, what="EfficientNet-Lite0 backbone")
@@ -221,15 +263,31 @@ class Lite0Backbone(Backbone):
         x = self.bn2(self.conv_head(x))
         return drs(x, self.drs_delta) if self.drs_delta > 0 else x
 
+    def taps(self, x: Tensor) -> list[Tensor]:
+        """(N, 3, H, W) -> the outputs of block groups 0 (N, 16, H/2, W/2), 1 (N, 24, H/4, W/4),
+        2 (N, 40, H/8, W/8) and 4 (N, 112, H/16, W/16) (signed linear bottlenecks) and of the
+        head = ``forward(x)`` (N, 1280, H/16, W/16); sizes rounded up. See the module docstring
+        for the choice."""
+        x = self._cut(self.bn1(self.conv_stem(x)), 1)
+        out = []
+        for i, group in enumerate(self.blocks):
+            x = self._cut(group(x), i + 2)
+            if i in self.TAP_GROUPS:
+                out.append(x)
+        x = self.bn2(self.conv_head(x))
+        out.append(drs(x, self.drs_delta) if self.drs_delta > 0 else x)
+        return out
+
 
 def build_backbone(name: Literal["resnet50", "efficientnet_lite0"], drs_delta: float = 0.55,
-                   weights: str | None = "none", frozen_stages: int | Literal["auto"] = "auto",
+                   weights: str | None = "none", frozen_stages: int | Literal["auto", "all"] = "auto",
                    bn_eval: bool | Literal["auto"] = "auto") -> Backbone:
     """The backbone ``name`` (:data:`BACKBONES`).
 
     ``weights``: ``"none"`` (random init, warned about), a local file, for Lite0
     ``"packaged"``, or None (a trained state dict is loaded next: nothing loaded or warned). ``frozen_stages="auto"``: :data:`FROZEN_AUTO` with weights, 0 without
-    (fixed random features carry nothing); ``bn_eval="auto"``: True with weights, False
+    (fixed random features carry nothing), ``"all"``: every group (a fully frozen feature
+    extractor, as IRN's); ``bn_eval="auto"``: True with weights, False
     without (random-init statistics describe nothing, so batch statistics are used).
     """
     pretrained = weights not in ("none", None)
