@@ -117,9 +117,9 @@ def crf_label(image_uint8: np.ndarray, labels: np.ndarray, n_labels: int, *, t: 
     dcrf, unary_from_labels = _import_densecrf()
     crf = dcrf.DenseCRF2D(w, h, n)
     unary = unary_from_labels(lab.astype(np.int64), n, gt_prob=gt_prob, zero_unsure=False)
-    crf.setUnaryEnergy(np.ascontiguousarray(unary, dtype=np.float32))
+    crf.setUnaryEnergy(np.require(unary, np.float32, ['C', 'W']))
     crf.addPairwiseGaussian(sxy=gauss_sxy, compat=gauss_compat)
-    crf.addPairwiseBilateral(sxy=bilateral_sxy, srgb=bilateral_srgb, rgbim=np.ascontiguousarray(image),
+    crf.addPairwiseBilateral(sxy=bilateral_sxy, srgb=bilateral_srgb, rgbim=np.require(image, np.uint8, ['C', 'W']),  # pydensecrf needs a writeable buffer
                              compat=bilateral_compat)
     q = np.asarray(crf.inference(int(t)), dtype=np.float32).reshape(n, h, w)
     return np.argmax(q, axis=0).astype(np.int64)

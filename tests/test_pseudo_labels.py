@@ -115,6 +115,10 @@ def test_crf_smooths_noisy_labels_along_colour():
     assert int((out != clean).sum()) <= 2
     # a Fortran-ordered image gives the same result
     assert np.array_equal(crf_label(np.asfortranarray(img), noisy, 2), out)
+    # a read-only image (as sslib.io.read_rgb may return) too
+    ro = img.copy()
+    ro.flags.writeable = False
+    assert np.array_equal(crf_label(ro, noisy, 2), out)
 
 
 def test_crf_single_label_and_argument_checks():
