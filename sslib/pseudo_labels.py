@@ -42,6 +42,7 @@ import torch
 from torch import Tensor
 
 from .crf import CRFParams, crf_label
+from .evaluate import cam_labels
 from .io import IGNORE_INDEX, DataError, read_png_labels, save_png, voc_palette
 
 __all__ = [
@@ -63,14 +64,13 @@ def threshold_argmax(cams: np.ndarray, threshold: float) -> np.ndarray:
     0 where no map exceeds ``threshold`` (the plane wins ties, as ``np.argmax`` over IRN's
     padded array), else 1 + the index of the largest map (the first one on ties). The
     comparison is made in float32 with the threshold rounded to float32, as IRN's padded
-    float32 array does.
+    float32 array does. This is the CAM evaluation's background-threshold rule
+    (:func:`sslib.evaluate.cam_labels`) with map indices 0..K-1 as the class ids.
     """
-    c = np.asarray(cams, dtype=np.float32)
+    c = torch.from_numpy(np.ascontiguousarray(cams, dtype=np.float32))
     if c.ndim != 3:
-        raise ValueError(f"threshold_argmax: expected (K, H, W) maps, got shape {c.shape}")
-    if c.shape[0] == 0:
-        return np.zeros(c.shape[1:], np.int64)
-    return np.where(c.max(0) > np.float32(threshold), c.argmax(0) + 1, 0).astype(np.int64)
+        raise ValueError(f"threshold_argmax: expected (K, H, W) maps, got shape {tuple(c.shape)}")
+    return cam_labels(c, torch.arange(c.shape[0]), threshold).numpy()
 
 
 def _crf_params(crf_params: CRFParams | Mapping[str, Any] | None) -> dict[str, Any]:
