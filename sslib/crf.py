@@ -78,8 +78,8 @@ def crf_label(image_uint8: np.ndarray, labels: np.ndarray, n_labels: int, *, t: 
     """Refine a hard label map with a dense CRF on the image's colours.
 
     Args:
-        image_uint8: (H, W, 3) uint8 RGB image (copied to C order if it is not; other
-            dtypes are refused rather than silently rescaled).
+        image_uint8: (H, W, 3) uint8 RGB image (copied when it is not C-ordered or not
+            writable, e.g. read with PIL; other dtypes are refused rather than silently rescaled).
         labels: (H, W) integer labels in ``0 .. n_labels - 1``.
         n_labels: number of labels n (>= 1).
         t: mean-field iterations.
@@ -119,7 +119,8 @@ def crf_label(image_uint8: np.ndarray, labels: np.ndarray, n_labels: int, *, t: 
     unary = unary_from_labels(lab.astype(np.int64), n, gt_prob=gt_prob, zero_unsure=False)
     crf.setUnaryEnergy(np.ascontiguousarray(unary, dtype=np.float32))
     crf.addPairwiseGaussian(sxy=gauss_sxy, compat=gauss_compat)
-    crf.addPairwiseBilateral(sxy=bilateral_sxy, srgb=bilateral_srgb, rgbim=np.ascontiguousarray(image),
-                             compat=bilateral_compat)
+    # pydensecrf takes a writable buffer: an image read with PIL (np.asarray) is read-only
+    rgb = np.ascontiguousarray(image) if image.flags.writeable else np.array(image, order="C")
+    crf.addPairwiseBilateral(sxy=bilateral_sxy, srgb=bilateral_srgb, rgbim=rgb, compat=bilateral_compat)
     q = np.asarray(crf.inference(int(t)), dtype=np.float32).reshape(n, h, w)
     return np.argmax(q, axis=0).astype(np.int64)

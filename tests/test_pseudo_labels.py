@@ -115,6 +115,10 @@ def test_crf_smooths_noisy_labels_along_colour():
     assert int((out != clean).sum()) <= 2
     # a Fortran-ordered image gives the same result
     assert np.array_equal(crf_label(np.asfortranarray(img), noisy, 2), out)
+    # and so does a read-only one (np.asarray of a PIL image, what sslib.io.read_rgb returns)
+    frozen = img.copy()
+    frozen.flags.writeable = False
+    assert np.array_equal(crf_label(frozen, noisy, 2), out)
 
 
 def test_crf_single_label_and_argument_checks():
