@@ -18,7 +18,7 @@ floats, so ``1e-05`` as DVC writes it is a number, not a string).
 "the project's defaults". The sections: ``data``, ``synthetic``, ``superpixels``,
 ``augment``, ``model`` (shared), ``runs`` (the variant x seed matrix), ``ssc`` and
 ``variants`` (the method and its ablation), then one section per stage that has
-settings of its own (``train_cam``, ``eval_cam``). The VOC and COCO settings are presets
+settings of its own (``train_cam``, ``eval_cam``, ``make_ir_labels``). The VOC and COCO settings are presets
 (``presets/*.yaml``) that :func:`apply_preset` writes into params.yaml.
 
 Notebooks receive their sections through :func:`load` as well, so running a
@@ -40,7 +40,7 @@ import yaml
 __all__ = [
     "ConfigError", "Params", "DataConfig", "SyntheticConfig", "SuperpixelConfig",
     "AugmentConfig", "ModelConfig", "RunsConfig", "DownstreamConfig", "VariantConfig", "TrainCamConfig",
-    "EvalCamConfig", "need", "variant_config", "thresholds_from", "load", "from_dict", "to_dict", "project_root", "deep_merge",
+    "EvalCamConfig", "CRFConfig", "MakeIrLabelsConfig", "need", "variant_config", "thresholds_from", "load", "from_dict", "to_dict", "project_root", "deep_merge",
     "Range", "num", "read_yaml",
 ]
 
@@ -279,8 +279,14 @@ class ModelConfig:
 class DownstreamConfig:
     """The runs whose CAMs feed the pseudo-label and segmentation stages (a subset of ``runs``)."""
 
-    variants: list[str] = field(default_factory=lambda: ["ssc"])
-    seeds: list[int] = num([0], ge=0)
+    variants: list[str] = field(default_factory=lambda: ["baseline", "ssc"])
+    seeds: list[int] = num([0, 1, 2], ge=0)
+
+    def check(self) -> None:
+        need(len(self.variants) >= 1 and len(set(self.variants)) == len(self.variants), "runs.downstream.variants",
+             "name at least one variant, each once")
+        need(len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds), "runs.downstream.seeds",
+             "name at least one seed, each once")
 
 
 @dataclass
@@ -385,6 +391,41 @@ class EvalCamConfig:
 
 
 @dataclass
+class CRFConfig:
+    """The dense CRF that refines the IR labels' two maps (IRN's settings; :mod:`sslib.crf`)."""
+
+    #: mean-field iterations (IRN: 10)
+    iterations: int = num(10, ge=1)
+    #: the unary's probability of a pixel's own label
+    gt_prob: float = num(0.7, gt=0, lt=1)
+    #: the Gaussian (smoothness) term: position scale and weight
+    gauss_sxy: float = num(3.0, gt=0)
+    gauss_compat: float = num(3.0, ge=0)
+    #: the bilateral (appearance) term: position and colour scales, weight
+    bilateral_sxy: float = num(50.0, gt=0)
+    bilateral_srgb: float = num(5.0, gt=0)
+    bilateral_compat: float = num(10.0, ge=0)
+
+
+@dataclass
+class MakeIrLabelsConfig:
+    """IRN's inter-pixel-relation labels from each downstream run's train CAMs
+    (``make_ir_labels`` stage; :func:`sslib.pseudo_labels.ir_label`)."""
+
+    #: labels go to <out_dir>/<variant>/seed<seed>/<name>.png
+    out_dir: str = "artifacts/ir_labels"
+    #: the background plane of the foreground map (IRN's conf_fg_thres: 0.30)
+    fg_threshold: float = num(0.30, gt=0, lt=1)
+    #: the background plane of the background map: SSC's 0.10 (IRN and BECO: 0.05)
+    bg_threshold: float = num(0.10, gt=0, lt=1)
+    crf: CRFConfig = field(default_factory=CRFConfig)
+
+    def check(self) -> None:
+        need(self.bg_threshold < self.fg_threshold, "make_ir_labels.bg_threshold",
+             f"must be below make_ir_labels.fg_threshold ({self.fg_threshold}), got {self.bg_threshold}")
+
+
+@dataclass
 class Params:
     """The whole of params.yaml: shared sections, the run matrix, then one section per stage."""
 
@@ -406,6 +447,7 @@ class Params:
     })
     train_cam: TrainCamConfig = field(default_factory=TrainCamConfig)
     eval_cam: EvalCamConfig = field(default_factory=EvalCamConfig)
+    make_ir_labels: MakeIrLabelsConfig = field(default_factory=MakeIrLabelsConfig)
 
     def check(self) -> None:
         """Rules between sections (each section checked itself already)."""

@@ -5,10 +5,10 @@ Library modules never build output paths; stages, notebooks, tests and ``dvc.yam
 
 **Layout.** The artifacts folders are params.yaml keys (``synthetic.out_dir``,
 ``data.prepared_dir``, ``superpixels.out_dir``, ``train_cam.out_dir``,
-``eval_cam.out_dir``), because ``dvc.yaml`` interpolates them. What goes to git
+``eval_cam.out_dir``, ``make_ir_labels.out_dir``), because ``dvc.yaml`` interpolates them. What goes to git
 (metrics, plots, tables, figures) lives under the fixed :data:`REPORTS` root, which
 DVC's ``metrics``/``plots`` entries and the README name. A per-run stage (``train_cam``,
-``eval_cam``) writes ``<variant>/seed<seed>/`` under each of its folders, and its executed
+``eval_cam``, ``make_ir_labels``) writes ``<variant>/seed<seed>/`` under each of its folders, and its executed
 notebook to ``reports/notebooks/<stage>/<variant>-seed<seed>.ipynb``.
 
 Every path is relative to the project root (the folder holding params.yaml). The
@@ -37,7 +37,7 @@ from .config import ConfigError, Params, project_root
 
 __all__ = ["REPORTS", "SCRATCH", "PIPELINE_ENV", "SCRATCH_ENV", "in_pipeline", "redirect_to_scratch",
            "scratch_stages", "reports", "timings", "enter_root", "run_name", "run_subdir", "train_dir",
-           "checkpoint", "model", "train_reports", "cam_dir", "eval_reports", "eval_root", "notebook",
+           "checkpoint", "model", "train_reports", "cam_dir", "eval_reports", "eval_root", "ir_label_dir", "ir_label_reports", "notebook",
            "figure", "data_stats", "ablation_table", "ablation_markdown", "ablation_sweep", "stage_outputs",
            "STAGE_OUT_DIRS", "NOTEBOOK_DIR"]
 
@@ -51,7 +51,7 @@ SCRATCH_ENV = "SSC_SCRATCH_STAGES"
 #: the params key (section, field) of the artifacts folder each stage writes
 STAGE_OUT_DIRS = {"synthesize": ("synthetic", "out_dir"), "prepare": ("data", "prepared_dir"),
                   "superpixels": ("superpixels", "out_dir"), "train_cam": ("train_cam", "out_dir"),
-                  "eval_cam": ("eval_cam", "out_dir")}
+                  "eval_cam": ("eval_cam", "out_dir"), "make_ir_labels": ("make_ir_labels", "out_dir")}
 
 # file names inside a run's folders
 CHECKPOINT, MODEL = "checkpoint.pt", "model.pt"
@@ -130,6 +130,17 @@ def eval_reports(variant: str, seed: int) -> Path:
     return eval_root() / run_subdir(variant, seed)
 
 
+def ir_label_dir(params: Params, variant: str, seed: int) -> Path:
+    """``<make_ir_labels.out_dir>/<variant>/seed<seed>``: one run's IR labels (``<name>.png``
+    per image of the train split)."""
+    return Path(params.make_ir_labels.out_dir) / run_subdir(variant, seed)
+
+
+def ir_label_reports(variant: str, seed: int) -> Path:
+    """``reports/make_ir_labels/<variant>/seed<seed>``: ``metrics.json`` (IR-label quality)."""
+    return reports("make_ir_labels") / "make_ir_labels" / run_subdir(variant, seed)
+
+
 # --------------------------------------------------------------------------- reports
 def notebook(stem: str, stage: str | None = None, run: str | None = None) -> Path:
     """The executed copy of notebook ``stem``: ``reports/notebooks/<stem>.ipynb``, or for a
@@ -182,6 +193,8 @@ def stage_outputs(params: Params, stage: str, variant: str | None = None, seed: 
         out += [train_reports(variant, seed) / METRICS, train_reports(variant, seed) / LOSSES]
     if stage == "eval_cam":
         out += [eval_reports(variant, seed) / METRICS, eval_reports(variant, seed) / SWEEP]
+    if stage == "make_ir_labels":
+        out += [ir_label_reports(variant, seed) / METRICS]
     if stage == "ablation":
         out += [ablation_markdown(), ablation_table(), *(ablation_sweep(s) for s in params.eval_cam.splits)]
     out += [figure(stage, name) for name in FIGURES.get(stage, [])]

@@ -8,6 +8,8 @@ a notebook shows it; :func:`save_figure` writes one atomically):
   :class:`CamRow` rows; :func:`class_cam_rows` (one overlay per present class of one
   run) and :func:`variant_cam_rows` (one per run: the largest of the present classes'
   CAMs) read them from stored CAM folders;
+* :func:`ir_label_grid`: a row per image (image, ground truth, the largest of its CAMs,
+  its IR label), from :class:`CamRow` rows and the labels;
 * :func:`sample_grid`: data samples with their masks and superpixels;
 * :func:`sweep_figure` / :func:`per_class_figure`: the ablation's mIoU-threshold curves
   and per-class IoU bars;
@@ -24,7 +26,7 @@ from typing import Mapping, NamedTuple, Sequence
 import numpy as np
 
 __all__ = ["heat_overlay", "label_image", "superpixel_overlay", "denormalize", "CamRow", "cam_grid",
-           "class_cam_rows", "variant_cam_rows", "sample_grid", "sweep_figure", "per_class_figure",
+           "class_cam_rows", "variant_cam_rows", "ir_label_grid", "sample_grid", "sweep_figure", "per_class_figure",
            "inspect_figure", "save_figure"]
 
 #: superpixel boundaries are painted in this colour
@@ -148,6 +150,25 @@ def variant_cam_rows(dataset, cam_dirs: Mapping[str, str | Path], split: str,
         present = ", ".join(dataset.classes[k] for k in np.flatnonzero(_np(s["label"])))
         rows.append(CamRow(s["image"], _np(s["mask"]), present, overlays))
     return rows
+
+
+def ir_label_grid(rows: Sequence[CamRow], labels: Sequence[np.ndarray], size: float = 2.2, fontsize: int = 8):
+    """A row per :class:`CamRow` and its (H, W) IR label (class ids, 0 background, 255
+    ignored, drawn in the VOC palette: ignored is pale cream): the image (the row's title), the
+    ground truth, the largest of the row's overlays (the image alone without any), the label."""
+    fig, axes = _subplots(max(len(rows), 1), 4, size, size)
+    for ax, r, lab in zip(axes, rows, labels):
+        heat = np.max([h for _, h in r.overlays], axis=0) if len(r.overlays) else None
+        panels = [(r.image, r.title), (label_image(r.mask), "ground truth"),
+                  (r.image if heat is None else heat_overlay(r.image, heat), "CAM (max over classes)"),
+                  (label_image(lab), "IR label (cream: ignored)")]
+        for a, (img, title) in zip(ax, panels):
+            a.imshow(img)
+            a.set_title(title, fontsize=fontsize)
+    for a in axes.flat:
+        a.axis("off")
+    fig.tight_layout()
+    return fig
 
 
 # --------------------------------------------------------------------------- data

@@ -144,7 +144,7 @@ def test_project_root_walks_up(tmp_path):
 
 def test_variants_merge_over_ssc_and_are_checked(tmp_path):
     p = write(tmp_path, {"ssc": {"align_erosion": 4}, "variants": {"mine": {"alignment": False}},
-                         "runs": {"variants": ["mine", "ssc"]}})
+                         "runs": {"variants": ["mine", "ssc"], "downstream": {"variants": ["ssc"]}}})
     params = config.load(p)
     v = config.variant_config(params, "mine")
     assert (v.alignment, v.align_erosion, v.reconstruction) == (False, 4, True)
@@ -156,7 +156,7 @@ def test_variants_merge_over_ssc_and_are_checked(tmp_path):
 @pytest.mark.parametrize("data, key", [
     ({"variants": {"ssc": {"beta_recc": 1.0}}}, r"variants\.ssc\.beta_recc: unknown key"),
     ({"variants": {"+asm": {"alignment": "yes"}}}, r"variants\.\+asm\.alignment: expected true or false"),
-    ({"runs": {"variants": ["ssc", "typo"]}}, r"runs\.variants: 'typo' is not defined"),
+    ({"runs": {"variants": ["ssc", "typo"], "downstream": {"variants": ["ssc"]}}}, r"runs\.variants: 'typo' is not defined"),
     ({"runs": {"seeds": [0, 0]}}, r"runs\.seeds"),
     ({"model": {"frozen_stages": 10}}, r"model\.frozen_stages"),
     ({"model": {"bn_eval": "sometimes"}}, r"model\.bn_eval"),
@@ -165,3 +165,37 @@ def test_variants_merge_over_ssc_and_are_checked(tmp_path):
 def test_training_sections_name_the_bad_key(tmp_path, data, key):
     with pytest.raises(ConfigError, match=key):
         config.load(write(tmp_path, data))
+
+
+@pytest.mark.parametrize("data, key", [
+    ({"make_ir_labels": {"bg_threshold": 0.3}}, r"make_ir_labels\.bg_threshold: must be below make_ir_labels\.fg_threshold"),
+    ({"make_ir_labels": {"fg_threshold": 0.05}}, r"make_ir_labels\.bg_threshold: must be below"),
+    ({"make_ir_labels": {"fg_threshold": 1.0}}, r"make_ir_labels\.fg_threshold: must lie in \(0, 1\)"),
+    ({"make_ir_labels": {"bg_threshold": 0}}, r"make_ir_labels\.bg_threshold: must lie in \(0, 1\)"),
+    ({"make_ir_labels": {"crf": {"gt_prob": 1.0}}}, r"make_ir_labels\.crf\.gt_prob: must lie in \(0, 1\)"),
+    ({"make_ir_labels": {"crf": {"iterations": 0}}}, r"make_ir_labels\.crf\.iterations: must be >= 1"),
+    ({"make_ir_labels": {"crf": {"iterations": 2.5}}}, r"make_ir_labels\.crf\.iterations: expected an integer"),
+    ({"make_ir_labels": {"crf": {"bilateral_srgb": 0}}}, r"make_ir_labels\.crf\.bilateral_srgb: must be > 0"),
+    ({"make_ir_labels": {"crf": {"t": 5}}}, r"make_ir_labels\.crf\.t: unknown key"),
+    ({"make_ir_labels": {"workers": 2}}, r"make_ir_labels\.workers: unknown key"),
+    ({"runs": {"downstream": {"variants": ["cam", "nope"]}}}, r"runs\.downstream\.variants: 'nope' is not in runs\.variants"),
+    ({"runs": {"downstream": {"seeds": [0, 0]}}}, r"runs\.downstream\.seeds: name at least one seed, each once"),
+    ({"runs": {"downstream": {"variants": []}}}, r"runs\.downstream\.variants: name at least one variant"),
+    ({"runs": {"variants": ["cam", "ssc"]}}, r"runs\.downstream\.variants: 'baseline' is not in runs\.variants"),
+])
+def test_make_ir_labels_and_downstream_name_the_bad_key(tmp_path, data, key):
+    p = write(tmp_path, data)
+    with pytest.raises(ConfigError, match=key) as e:
+        config.load(p)
+    assert str(p) in str(e.value)
+
+
+def test_make_ir_labels_defaults_are_ssc_and_irn():
+    from sslib.crf import CRFParams
+    from sslib.stages.make_ir_labels import crf_params
+
+    params = config.load(ROOT / "params.yaml")
+    c = params.make_ir_labels
+    assert (c.fg_threshold, c.bg_threshold) == (0.30, 0.10)  # SSC's background threshold (IRN: 0.05)
+    assert crf_params(params) == CRFParams()  # IRN's dense CRF
+    assert (params.runs.downstream.variants, params.runs.downstream.seeds) == (["baseline", "ssc"], [0, 1, 2])

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from sslib import config, paths
-from sslib.stages import PER_RUN, STAGES
+from sslib.stages import DOWNSTREAM, PER_RUN, STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
@@ -42,7 +42,8 @@ def _entries(stage: dict, kind: str, item: dict | None) -> list[str]:
 def _items(name: str) -> list[dict | None]:
     if name not in PER_RUN:
         return [None]
-    return [{"variant": v, "seed": s} for v in PARAMS.runs.variants for s in PARAMS.runs.seeds]
+    runs = PARAMS.runs.downstream if name in DOWNSTREAM else PARAMS.runs
+    return [{"variant": v, "seed": s} for v in runs.variants for s in runs.seeds]
 
 
 # --------------------------------------------------------------------------- order and names
@@ -60,6 +61,13 @@ def test_stages_read_top_to_bottom_in_the_same_order_everywhere():
         want = f"notebooks/{nb}.py" if nb else f"python -m sslib.stages.{stage}"
         assert want in cmd, f"{stage}: dvc.yaml runs {cmd!r}, expected {want}"
         assert ("matrix" in DVC[stage]) == (stage in PER_RUN)
+
+
+def test_matrix_stages_run_over_their_runs():
+    """train_cam / eval_cam over runs.variants x runs.seeds, the downstream stages over runs.downstream."""
+    for stage in PER_RUN:
+        runs = "runs.downstream" if stage in DOWNSTREAM else "runs"
+        assert DVC[stage]["matrix"] == {"variant": f"${{{runs}.variants}}", "seed": f"${{{runs}.seeds}}"}, stage
 
 
 # --------------------------------------------------------------------------- outputs

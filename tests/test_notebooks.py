@@ -27,6 +27,7 @@ OVERRIDES = {
     "variants": ({"ssc": {"beta_align": 0.5}}, lambda p: p.variants["ssc"] == {"beta_align": 0.5}),
     "train_cam": ({"epochs": 7}, lambda p: p.train_cam.epochs == 7),
     "eval_cam": ({"flip": False}, lambda p: p.eval_cam.flip is False),
+    "make_ir_labels": ({"bg_threshold": 0.05}, lambda p: p.make_ir_labels.bg_threshold == 0.05),
 }
 
 

@@ -21,7 +21,7 @@ TINY = {
     "superpixels": {"workers": 1, "slic": {"n_segments": 30}},
     "augment": {"resize_long": [32, 64], "crop_size": 32},
     "model": {"frozen_stages": 2, "bn_eval": True},
-    "runs": {"variants": ["cam", "ssc"], "seeds": [0]},
+    "runs": {"variants": ["cam", "ssc"], "seeds": [0], "downstream": {"variants": ["ssc"], "seeds": [0]}},
     "train_cam": {"epochs": 2, "batch_size": 5, "lr": 0.001},
     "ssc": {"warmup_epochs": 1, "rec_loss": "l1"},
     "eval_cam": {"scales": [1.0]},
@@ -29,7 +29,8 @@ TINY = {
 
 pytestmark = pytest.mark.slow
 # data.dvc (raw VOC/COCO) is "not in cache" in a fresh copy by design; check the pipeline only
-TRAINED = ("train_cam@cam-0", "train_cam@ssc-0", "eval_cam@cam-0", "eval_cam@ssc-0", "ablation", "inspect_cams")
+TRAINED = ("train_cam@cam-0", "train_cam@ssc-0", "eval_cam@cam-0", "eval_cam@ssc-0", "ablation", "inspect_cams",
+           "make_ir_labels@ssc-0")
 STAGES = ("synthesize", "prepare", "superpixels", "data_report", *TRAINED)
 
 
@@ -71,7 +72,8 @@ def repo(tmp_path_factory) -> Path:
         (dst / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / f, dst / f)
     for generated in ("dvc.lock", "reports/data_stats.json", "reports/figures", "reports/train_cam",
-                      "reports/eval_cam", "reports/ablation", "reports/ablation.md", "reports/ablation.csv"):
+                      "reports/eval_cam", "reports/make_ir_labels", "reports/ablation", "reports/ablation.md",
+                      "reports/ablation.csv"):
         p = dst / generated
         shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
     subprocess.run(["git", "init", "-q"], cwd=dst, check=True)
@@ -97,6 +99,10 @@ def test_repro_from_clean_copy(repo):
               "reports/notebooks/19_inspect_cams.ipynb", "reports/eval_cam/ssc/seed0/metrics.json"):
         assert (repo / f).is_file(), f
     assert len(list((repo / "artifacts/cams/ssc/seed0/train").glob("*.npz"))) == 10
+    assert len(list((repo / "artifacts/ir_labels/ssc/seed0").glob("*.png"))) == 10
+    ir = json.loads((repo / "reports/make_ir_labels/ssc/seed0/metrics.json").read_text())
+    assert ir["variant"] == "ssc" and 0 <= ir["train"]["precision"] <= 1 and ir["train"]["images"] == 10
+    assert (repo / "reports/notebooks/make_ir_labels/ssc-seed0.ipynb").is_file()
 
 
 def test_second_repro_does_nothing(repo):

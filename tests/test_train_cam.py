@@ -22,7 +22,7 @@ TINY = {
     "superpixels": {"workers": 1, "slic": {"n_segments": 20}},
     "augment": {"resize_long": [32, 48], "crop_size": 32},
     "model": {"frozen_stages": 2, "bn_eval": True},
-    "runs": {"variants": ["ssc"], "seeds": [0]},
+    "runs": {"variants": ["ssc"], "seeds": [0], "downstream": {"variants": ["ssc"], "seeds": [0]}},
     "train_cam": {"epochs": 3, "batch_size": 2, "lr": 0.01},
     "ssc": {"warmup_epochs": 1, "rec_loss": "l1"},
 }

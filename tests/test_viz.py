@@ -71,6 +71,22 @@ def test_cam_grid_one_row_per_image_and_a_cell_per_overlay():
     assert len(viz.cam_grid([viz.CamRow(_image(), np.zeros((H, W), int), "x", [])]).axes) == 2
 
 
+def test_ir_label_grid_shows_image_mask_largest_cam_and_label():
+    a = np.linspace(0, 1, H * W).reshape(H, W)
+    b = a[::-1, ::-1].copy()
+    label = np.full((H, W), 255, np.uint8)
+    label[:2] = 1
+    rows = [viz.CamRow(_image(), np.zeros((H, W), int), "im0", [("a", a), ("b", b)]),
+            viz.CamRow(_image(), np.ones((H, W), int), "im1", [])]
+    fig = viz.ir_label_grid(rows, [label, np.zeros((H, W), np.uint8)])
+    assert len(fig.axes) == 2 * 4 and not any(ax.axison for ax in fig.axes)
+    assert _titles(fig)[:4] == ["im0", "ground truth", "CAM (max over classes)", "IR label (cream: ignored)"]
+    assert np.array_equal(fig.axes[2].images[0].get_array(), viz.heat_overlay(_image(), np.maximum(a, b)))
+    assert np.array_equal(fig.axes[3].images[0].get_array(), viz.label_image(label))
+    assert np.array_equal(fig.axes[6].images[0].get_array(), _image())  # no classes: the image alone
+    plt.close("all")
+
+
 class _Data:
     """Samples as a SegDataset returns them (no transform): two images of two classes."""
 

@@ -16,6 +16,7 @@ data_report    02_data_report                sample figure, data statistics
 train_cam      10_train_cam                  a CAM network per variant and seed
 eval_cam       11_eval_cam                   its multi-scale CAMs and their threshold sweep
 inspect_cams   19_inspect_cams               CAMs, reconstructions, alignment targets
+make_ir_labels 20_make_ir_labels             IRN's IR labels per downstream run, their quality
 ablation       50_ablation                   the ablation table, curves and figures
 =============  ============================  ==========================================
 """
@@ -28,7 +29,11 @@ STAGES: dict[str, str | None] = {
     "train_cam": "10_train_cam",
     "eval_cam": "11_eval_cam",
     "inspect_cams": "19_inspect_cams",
+    "make_ir_labels": "20_make_ir_labels",
     "ablation": "50_ablation",
 }
-#: stages that run once per variant and seed of ``runs`` (DVC matrix stages)
-PER_RUN = ("train_cam", "eval_cam")
+#: stages that run once per variant and seed (DVC matrix stages): of ``runs``, or of
+#: ``runs.downstream`` for those in :data:`DOWNSTREAM`
+PER_RUN = ("train_cam", "eval_cam", "make_ir_labels")
+#: per-run stages whose matrix is ``runs.downstream`` (the runs that feed pseudo labels)
+DOWNSTREAM = ("make_ir_labels",)
