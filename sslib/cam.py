@@ -132,11 +132,14 @@ def _np(x: Tensor | np.ndarray) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
 
 
-def load_cam(path: str | Path, size: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+def load_cam(path: str | Path, size: tuple[int, int] | None = None,
+             label: np.ndarray | Tensor | None = None) -> dict[str, np.ndarray]:
     """Read a CAM file written by :func:`save_cam`; DataError naming the file if it is bad.
 
     Args:
         size: the image's (H, W); if given, ``high_res`` must have it.
+        label: the image's (C,) multi-hot label; if given, the file's classes must be its
+            present classes (else the CAMs belong to another image or labelling).
 
     Returns:
         ``{"keys": (K,) int64, "cam": (K, h4, w4) float32, "high_res": (K, H, W) float32}``.
@@ -158,6 +161,11 @@ def load_cam(path: str | Path, size: tuple[int, int] | None = None) -> dict[str,
         raise DataError(f"{path}: high_res is {out['high_res'].shape[1:]}, the image is {tuple(size)}")
     if size is not None and out["cam"].shape[1:] != strided_size(tuple(size), 4):
         raise DataError(f"{path}: cam is {out['cam'].shape[1:]}, expected {strided_size(tuple(size), 4)}")
+    if label is not None:
+        want = np.flatnonzero(_np(label) > 0.5)
+        if not np.array_equal(np.sort(out["keys"]), want):
+            raise DataError(f"{path}: CAM classes {out['keys'].tolist()} are not the image's label "
+                            f"{want.tolist()} (rerun the eval_cam stage)")
     return out
 
 

@@ -18,7 +18,8 @@ floats, so ``1e-05`` as DVC writes it is a number, not a string).
 "the project's defaults". The sections: ``data``, ``synthetic``, ``superpixels``,
 ``augment``, ``model`` (shared), ``runs`` (the variant x seed matrix), ``ssc`` and
 ``variants`` (the method and its ablation), then one section per stage that has
-settings of its own (``train_cam``, ``eval_cam``, ``make_ir_labels``). The VOC and COCO settings are presets
+settings of its own (``train_cam``, ``eval_cam``, ``make_ir_labels``, ``train_irn``,
+``make_pseudo_labels``). The VOC and COCO settings are presets
 (``presets/*.yaml``) that :func:`apply_preset` writes into params.yaml.
 
 Notebooks receive their sections through :func:`load` as well, so running a
@@ -40,7 +41,7 @@ import yaml
 __all__ = [
     "ConfigError", "Params", "DataConfig", "SyntheticConfig", "SuperpixelConfig",
     "AugmentConfig", "ModelConfig", "RunsConfig", "DownstreamConfig", "VariantConfig", "TrainCamConfig",
-    "EvalCamConfig", "CRFConfig", "MakeIrLabelsConfig", "need", "variant_config", "thresholds_from", "load", "from_dict", "to_dict", "project_root", "deep_merge",
+    "EvalCamConfig", "CRFConfig", "MakeIrLabelsConfig", "TrainIrnConfig", "MakePseudoLabelsConfig", "need", "variant_config", "thresholds_from", "load", "from_dict", "to_dict", "project_root", "deep_merge",
     "Range", "num", "read_yaml",
 ]
 
@@ -414,15 +415,75 @@ class MakeIrLabelsConfig:
 
     #: labels go to <out_dir>/<variant>/seed<seed>/<name>.png
     out_dir: str = "artifacts/ir_labels"
-    #: the background plane of the foreground map (IRN's conf_fg_thres: 0.30)
-    fg_threshold: float = num(0.30, gt=0, lt=1)
-    #: the background plane of the background map: SSC's 0.10 (IRN and BECO: 0.05)
-    bg_threshold: float = num(0.10, gt=0, lt=1)
+    #: the background plane of the foreground map (IRN's conf_fg_thres: 0.30, the presets').
+    #: The synthetic default's CAMs are broad (best threshold 0.55-0.65 against VOC's ~0.15):
+    #: 0.70 (see README)
+    fg_threshold: float = num(0.70, gt=0, lt=1)
+    #: the background plane of the background map: SSC's 0.10 (IRN and BECO: 0.05; the
+    #: presets: 0.10); the synthetic default: 0.40
+    bg_threshold: float = num(0.40, gt=0, lt=1)
     crf: CRFConfig = field(default_factory=CRFConfig)
 
     def check(self) -> None:
         need(self.bg_threshold < self.fg_threshold, "make_ir_labels.bg_threshold",
              f"must be below make_ir_labels.fg_threshold ({self.fg_threshold}), got {self.bg_threshold}")
+
+
+@dataclass
+class TrainIrnConfig:
+    """IRN's class-boundary branch (``train_irn`` stage; :class:`sslib.models.BoundaryNet`),
+    trained on each downstream run's IR labels with the affinity loss
+    (:func:`sslib.affinity.affinity_loss`)."""
+
+    #: checkpoint and model go to <out_dir>/<variant>/seed<seed>/
+    out_dir: str = "artifacts/train_irn"
+    #: IRN: 3 epochs of VOC's train_aug (about 1,000 steps at batch 16); the 240-image default
+    #: set needs more epochs for as many steps
+    epochs: int = num(8, ge=1)
+    batch_size: int = num(16, ge=1)
+    #: SGD with a poly schedule on the edge branch (IRN: lr 0.1, weight decay 1e-4)
+    lr: float = num(0.1, gt=0)
+    weight_decay: float = num(1e-4, ge=0)
+    #: IRN's PolyOptimizer passes the weight decay where SGD's momentum goes, so its
+    #: effective momentum is 1e-4; 0.0 is that to within 1e-4
+    momentum: float = num(0.0, ge=0, lt=1)
+    poly_power: float = num(0.9, ge=0)
+    #: augmentation: the image rescaled by a factor from [lo, hi], flipped, cropped
+    scale_range: list[float] = num([0.5, 1.5], gt=0)
+    hflip: bool = True
+    #: a multiple of 4: the label is downscaled x0.25 to the boundary map's grid
+    crop_size: int = num(256, ge=16, multiple_of=4)
+    #: radius of the affinity pairs of the loss (IRN: 10)
+    radius: int = num(10, ge=2)
+    num_workers: int = num(0, ge=0)
+    #: mixed precision on CUDA (ignored on the CPU)
+    amp: bool = True
+    stop_on_nonfinite: bool = True
+
+    def check(self) -> None:
+        need(len(self.scale_range) == 2 and self.scale_range[0] <= self.scale_range[1],
+             "train_irn.scale_range", "need [lo, hi] with 0 < lo <= hi")
+
+
+@dataclass
+class MakePseudoLabelsConfig:
+    """IRN's random walk of each downstream run's stride-4 train CAMs on its boundary map,
+    then BECO's confidence masks (``make_pseudo_labels`` stage;
+    :func:`sslib.affinity.random_walk`, :func:`sslib.pseudo_labels.confidence_mask`)."""
+
+    #: pseudo labels go to <out_dir>/<variant>/seed<seed>/labels/<name>.png, masks to .../masks/
+    out_dir: str = "artifacts/pseudo_labels"
+    #: the random walk: radius of the transitions, exponent of the affinities, 2 ** exp_times steps
+    radius: int = num(5, ge=2)
+    beta: float = num(10.0, gt=0)
+    exp_times: int = num(8, ge=0)
+    #: the constant background score against the normalised walks (IRN's sem_seg_bg_thres)
+    bg_threshold: float = num(0.25, gt=0, lt=1)
+    #: share of each label's pixels the confidence mask keeps (BECO's thd)
+    mask_ratio: float = num(0.5, ge=0, le=1)
+    #: pad images to at least this square before the boundary network (IRN: 512, its crop);
+    #: 0 = no padding
+    pad_to: int = num(0, ge=0)
 
 
 @dataclass
@@ -448,6 +509,8 @@ class Params:
     train_cam: TrainCamConfig = field(default_factory=TrainCamConfig)
     eval_cam: EvalCamConfig = field(default_factory=EvalCamConfig)
     make_ir_labels: MakeIrLabelsConfig = field(default_factory=MakeIrLabelsConfig)
+    train_irn: TrainIrnConfig = field(default_factory=TrainIrnConfig)
+    make_pseudo_labels: MakePseudoLabelsConfig = field(default_factory=MakePseudoLabelsConfig)
 
     def check(self) -> None:
         """Rules between sections (each section checked itself already)."""

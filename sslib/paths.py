@@ -5,10 +5,11 @@ Library modules never build output paths; stages, notebooks, tests and ``dvc.yam
 
 **Layout.** The artifacts folders are params.yaml keys (``synthetic.out_dir``,
 ``data.prepared_dir``, ``superpixels.out_dir``, ``train_cam.out_dir``,
-``eval_cam.out_dir``, ``make_ir_labels.out_dir``), because ``dvc.yaml`` interpolates them. What goes to git
+``eval_cam.out_dir``, ``make_ir_labels.out_dir``, ``train_irn.out_dir``,
+``make_pseudo_labels.out_dir``), because ``dvc.yaml`` interpolates them. What goes to git
 (metrics, plots, tables, figures) lives under the fixed :data:`REPORTS` root, which
 DVC's ``metrics``/``plots`` entries and the README name. A per-run stage (``train_cam``,
-``eval_cam``, ``make_ir_labels``) writes ``<variant>/seed<seed>/`` under each of its folders, and its executed
+``eval_cam``, ``make_ir_labels``, ``train_irn``, ``make_pseudo_labels``) writes ``<variant>/seed<seed>/`` under each of its folders, and its executed
 notebook to ``reports/notebooks/<stage>/<variant>-seed<seed>.ipynb``.
 
 Every path is relative to the project root (the folder holding params.yaml). The
@@ -37,7 +38,9 @@ from .config import ConfigError, Params, project_root
 
 __all__ = ["REPORTS", "SCRATCH", "PIPELINE_ENV", "SCRATCH_ENV", "in_pipeline", "redirect_to_scratch",
            "scratch_stages", "reports", "timings", "enter_root", "run_name", "run_subdir", "train_dir",
-           "checkpoint", "model", "train_reports", "cam_dir", "eval_reports", "eval_root", "ir_label_dir", "ir_label_reports", "notebook",
+           "checkpoint", "model", "train_reports", "cam_dir", "eval_reports", "eval_root", "ir_label_dir", "ir_label_reports",
+           "irn_dir", "irn_checkpoint", "irn_model", "irn_reports", "pseudo_label_dir", "pseudo_label_file",
+           "confidence_mask_file", "pseudo_label_reports", "pseudo_label_table", "notebook",
            "figure", "data_stats", "ablation_table", "ablation_markdown", "ablation_sweep", "stage_outputs",
            "STAGE_OUT_DIRS", "NOTEBOOK_DIR"]
 
@@ -51,7 +54,8 @@ SCRATCH_ENV = "SSC_SCRATCH_STAGES"
 #: the params key (section, field) of the artifacts folder each stage writes
 STAGE_OUT_DIRS = {"synthesize": ("synthetic", "out_dir"), "prepare": ("data", "prepared_dir"),
                   "superpixels": ("superpixels", "out_dir"), "train_cam": ("train_cam", "out_dir"),
-                  "eval_cam": ("eval_cam", "out_dir"), "make_ir_labels": ("make_ir_labels", "out_dir")}
+                  "eval_cam": ("eval_cam", "out_dir"), "make_ir_labels": ("make_ir_labels", "out_dir"),
+                  "train_irn": ("train_irn", "out_dir"), "make_pseudo_labels": ("make_pseudo_labels", "out_dir")}
 
 # file names inside a run's folders
 CHECKPOINT, MODEL = "checkpoint.pt", "model.pt"
@@ -141,6 +145,45 @@ def ir_label_reports(variant: str, seed: int) -> Path:
     return reports("make_ir_labels") / "make_ir_labels" / run_subdir(variant, seed)
 
 
+def irn_dir(params: Params, variant: str, seed: int) -> Path:
+    """``<train_irn.out_dir>/<variant>/seed<seed>``: checkpoint and boundary network of one run."""
+    return Path(params.train_irn.out_dir) / run_subdir(variant, seed)
+
+
+def irn_checkpoint(params: Params, variant: str, seed: int) -> Path:
+    return irn_dir(params, variant, seed) / CHECKPOINT
+
+
+def irn_model(params: Params, variant: str, seed: int) -> Path:
+    """The trained boundary network of one run (written when its training has finished)."""
+    return irn_dir(params, variant, seed) / MODEL
+
+
+def irn_reports(variant: str, seed: int) -> Path:
+    """``reports/train_irn/<variant>/seed<seed>``: ``losses.csv`` (DVC plots), ``metrics.json``."""
+    return reports("train_irn") / "train_irn" / run_subdir(variant, seed)
+
+
+def pseudo_label_dir(params: Params, variant: str, seed: int) -> Path:
+    """``<make_pseudo_labels.out_dir>/<variant>/seed<seed>``: ``labels/`` and ``masks/`` of one run."""
+    return Path(params.make_pseudo_labels.out_dir) / run_subdir(variant, seed)
+
+
+def pseudo_label_file(params: Params, variant: str, seed: int, name: str) -> Path:
+    """One image's pseudo label: ``.../labels/<name>.png`` (VOC palette, class ids)."""
+    return pseudo_label_dir(params, variant, seed) / "labels" / f"{name}.png"
+
+
+def confidence_mask_file(params: Params, variant: str, seed: int, name: str) -> Path:
+    """One image's confidence mask: ``.../masks/<name>.png`` (8-bit, 255 = confident)."""
+    return pseudo_label_dir(params, variant, seed) / "masks" / f"{name}.png"
+
+
+def pseudo_label_reports(variant: str, seed: int) -> Path:
+    """``reports/make_pseudo_labels/<variant>/seed<seed>``: ``metrics.json`` (pseudo-label quality)."""
+    return reports("make_pseudo_labels") / "make_pseudo_labels" / run_subdir(variant, seed)
+
+
 # --------------------------------------------------------------------------- reports
 def notebook(stem: str, stage: str | None = None, run: str | None = None) -> Path:
     """The executed copy of notebook ``stem``: ``reports/notebooks/<stem>.ipynb``, or for a
@@ -163,6 +206,11 @@ def ablation_table(suffix: str = "csv") -> Path:
     return reports("ablation") / f"ablation.{suffix}"
 
 
+def pseudo_label_table(suffix: str = "csv") -> Path:
+    """``reports/pseudo_labels.csv`` (or ``.md``): CAM -> IR label -> pseudo label per variant."""
+    return reports("pseudo_label_table") / f"pseudo_labels.{suffix}"
+
+
 def ablation_markdown() -> Path:
     return ablation_table("md")
 
@@ -173,7 +221,8 @@ def ablation_sweep(split: str) -> Path:
 
 
 #: the figures each stage writes (names for :func:`figure`)
-FIGURES = {"data_report": ["data_samples"], "ablation": ["ablation_sweep", "ablation_per_class", "ablation_cams"]}
+FIGURES = {"data_report": ["data_samples"], "ablation": ["ablation_sweep", "ablation_per_class", "ablation_cams"],
+           "pseudo_label_table": ["pseudo_labels"]}
 
 
 def stage_outputs(params: Params, stage: str, variant: str | None = None, seed: int | None = None,
@@ -195,6 +244,12 @@ def stage_outputs(params: Params, stage: str, variant: str | None = None, seed: 
         out += [eval_reports(variant, seed) / METRICS, eval_reports(variant, seed) / SWEEP]
     if stage == "make_ir_labels":
         out += [ir_label_reports(variant, seed) / METRICS]
+    if stage == "train_irn":
+        out += [irn_reports(variant, seed) / METRICS, irn_reports(variant, seed) / LOSSES]
+    if stage == "make_pseudo_labels":
+        out += [pseudo_label_reports(variant, seed) / METRICS]
+    if stage == "pseudo_label_table":
+        out += [pseudo_label_table("md"), pseudo_label_table()]
     if stage == "ablation":
         out += [ablation_markdown(), ablation_table(), *(ablation_sweep(s) for s in params.eval_cam.splits)]
     out += [figure(stage, name) for name in FIGURES.get(stage, [])]

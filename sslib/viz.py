@@ -26,7 +26,7 @@ from typing import Mapping, NamedTuple, Sequence
 import numpy as np
 
 __all__ = ["heat_overlay", "label_image", "superpixel_overlay", "denormalize", "CamRow", "cam_grid",
-           "class_cam_rows", "variant_cam_rows", "ir_label_grid", "sample_grid", "sweep_figure", "per_class_figure",
+           "class_cam_rows", "variant_cam_rows", "ir_label_grid", "panel_grid", "confidence_overlay", "sample_grid", "sweep_figure", "per_class_figure",
            "inspect_figure", "save_figure"]
 
 #: superpixel boundaries are painted in this colour
@@ -169,6 +169,34 @@ def ir_label_grid(rows: Sequence[CamRow], labels: Sequence[np.ndarray], size: fl
         a.axis("off")
     fig.tight_layout()
     return fig
+
+
+def panel_grid(rows: Sequence[Sequence[tuple[str, np.ndarray]]], size: float = 2.0, fontsize: int = 7):
+    """A row per entry of ``rows``, each a sequence of ``(title, image)`` panels drawn left to
+    right (RGB (H, W, 3) uint8, or (H, W) float in [0, 1] drawn in grey); short rows leave
+    their last cells empty; every axis is hidden."""
+    cols = max((len(r) for r in rows), default=1)
+    fig, axes = _subplots(max(len(rows), 1), cols, size, size)
+    for ax, row in zip(axes, rows):
+        for a, (title, img) in zip(ax, row):
+            if np.ndim(img) == 2:
+                a.imshow(img, cmap="gray", vmin=0, vmax=1)
+            else:
+                a.imshow(img)
+            a.set_title(title, fontsize=fontsize)
+    for a in axes.flat:
+        a.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def confidence_overlay(image: np.ndarray, labels: np.ndarray, mask: np.ndarray, alpha: float = 0.6) -> np.ndarray:
+    """(H, W, 3) uint8: the labels in the VOC palette blended over the image where ``mask``
+    is True, and the image darkened to a third where it is not (ignored by the loss)."""
+    img = np.asarray(image, np.float32)
+    lab = label_image(labels).astype(np.float32)
+    out = np.where(np.asarray(mask)[..., None], (1 - alpha) * img + alpha * lab, img / 3)
+    return np.clip(out, 0, 255).astype(np.uint8)
 
 
 # --------------------------------------------------------------------------- data

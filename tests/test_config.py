@@ -168,8 +168,8 @@ def test_training_sections_name_the_bad_key(tmp_path, data, key):
 
 
 @pytest.mark.parametrize("data, key", [
-    ({"make_ir_labels": {"bg_threshold": 0.3}}, r"make_ir_labels\.bg_threshold: must be below make_ir_labels\.fg_threshold"),
-    ({"make_ir_labels": {"fg_threshold": 0.05}}, r"make_ir_labels\.bg_threshold: must be below"),
+    ({"make_ir_labels": {"bg_threshold": 0.7}}, r"make_ir_labels\.bg_threshold: must be below make_ir_labels\.fg_threshold"),
+    ({"make_ir_labels": {"fg_threshold": 0.3}}, r"make_ir_labels\.bg_threshold: must be below"),
     ({"make_ir_labels": {"fg_threshold": 1.0}}, r"make_ir_labels\.fg_threshold: must lie in \(0, 1\)"),
     ({"make_ir_labels": {"bg_threshold": 0}}, r"make_ir_labels\.bg_threshold: must lie in \(0, 1\)"),
     ({"make_ir_labels": {"crf": {"gt_prob": 1.0}}}, r"make_ir_labels\.crf\.gt_prob: must lie in \(0, 1\)"),
@@ -196,6 +196,10 @@ def test_make_ir_labels_defaults_are_ssc_and_irn():
 
     params = config.load(ROOT / "params.yaml")
     c = params.make_ir_labels
-    assert (c.fg_threshold, c.bg_threshold) == (0.30, 0.10)  # SSC's background threshold (IRN: 0.05)
+    assert (c.fg_threshold, c.bg_threshold) == (0.70, 0.40)  # the synthetic default's broad CAMs (README)
     assert crf_params(params) == CRFParams()  # IRN's dense CRF
+    for preset in ("voc", "coco"):  # the paper's: IRN's foreground plane, SSC's background plane (IRN: 0.05)
+        raw = config.read_yaml((ROOT / "presets" / f"{preset}.yaml").read_text())
+        assert raw["make_ir_labels"] == {"fg_threshold": 0.30, "bg_threshold": 0.10}
+        assert raw["train_irn"]["epochs"] == 3 and raw["train_irn"]["crop_size"] == 512
     assert (params.runs.downstream.variants, params.runs.downstream.seeds) == (["baseline", "ssc"], [0, 1, 2])

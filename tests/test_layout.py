@@ -187,6 +187,13 @@ def test_the_closure_sees_lazy_and_relative_imports():
 
 
 # --------------------------------------------------------------------------- params and data deps
+#: the paths helpers that read a downstream stage's artifacts folder from the params they get
+OUT_DIR_HELPERS = {"make_ir_labels.out_dir": ("paths.ir_label_dir",),
+                   "train_irn.out_dir": ("paths.irn_model", "paths.irn_dir", "paths.irn_checkpoint"),
+                   "make_pseudo_labels.out_dir": ("paths.pseudo_label_file", "paths.confidence_mask_file",
+                                                  "paths.pseudo_label_dir")}
+
+
 def _read_text(stage: str) -> str:
     """The source of the stage module and its notebook: where a stage reads its params."""
     files = [ROOT / "sslib" / "stages" / f"{stage}.py"]
@@ -206,6 +213,7 @@ def _reads(stage: str, key: str) -> bool:
         "eval_cam.out_dir": ("paths.cam_dir",),
         "ssc": ("variant_config", "load_run"), "ssc.drs_delta": ("variant_config", "load_run"),
         "variants": ("variant_config", "load_run"), "runs.devices": ("run_here_or_torchrun",),
+        **OUT_DIR_HELPERS,
     }
     via = any(h in text for h in helpers.get(key.split("${")[0].rstrip("."), ()))
     return bool(direct or via or (key.startswith("variants.") and ("variant_config" in text or "load_run" in text)))
@@ -228,7 +236,7 @@ def test_dvc_declares_no_data_the_stage_never_reads(stage):
         evidence = {"data.root": ("params.data", "build_dataset"), "data.prepared_dir": ("params.data",),
                     "superpixels.out_dir": ("superpixels.out_dir", "params.superpixels"),
                     "train_cam.out_dir": ("paths.model", "load_run", "paths.train_dir"),
-                    "eval_cam.out_dir": ("paths.cam_dir",)}[key]
+                    "eval_cam.out_dir": ("paths.cam_dir",), **OUT_DIR_HELPERS}[key]
         text = _read_text(stage)
         assert any(e in text for e in evidence), f"dvc.yaml stage {stage} depends on {dep}, which it never reads"
 

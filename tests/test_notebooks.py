@@ -28,6 +28,8 @@ OVERRIDES = {
     "train_cam": ({"epochs": 7}, lambda p: p.train_cam.epochs == 7),
     "eval_cam": ({"flip": False}, lambda p: p.eval_cam.flip is False),
     "make_ir_labels": ({"bg_threshold": 0.05}, lambda p: p.make_ir_labels.bg_threshold == 0.05),
+    "train_irn": ({"epochs": 2}, lambda p: p.train_irn.epochs == 2),
+    "make_pseudo_labels": ({"mask_ratio": 0.25}, lambda p: p.make_pseudo_labels.mask_ratio == 0.25),
 }
 
 

@@ -25,12 +25,13 @@ TINY = {
     "train_cam": {"epochs": 2, "batch_size": 5, "lr": 0.001},
     "ssc": {"warmup_epochs": 1, "rec_loss": "l1"},
     "eval_cam": {"scales": [1.0]},
+    "train_irn": {"epochs": 1, "batch_size": 5, "crop_size": 32},
 }
 
 pytestmark = pytest.mark.slow
 # data.dvc (raw VOC/COCO) is "not in cache" in a fresh copy by design; check the pipeline only
 TRAINED = ("train_cam@cam-0", "train_cam@ssc-0", "eval_cam@cam-0", "eval_cam@ssc-0", "ablation", "inspect_cams",
-           "make_ir_labels@ssc-0")
+           "make_ir_labels@ssc-0", "train_irn@ssc-0", "make_pseudo_labels@ssc-0", "pseudo_label_table")
 STAGES = ("synthesize", "prepare", "superpixels", "data_report", *TRAINED)
 
 
@@ -72,7 +73,8 @@ def repo(tmp_path_factory) -> Path:
         (dst / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / f, dst / f)
     for generated in ("dvc.lock", "reports/data_stats.json", "reports/figures", "reports/train_cam",
-                      "reports/eval_cam", "reports/make_ir_labels", "reports/ablation", "reports/ablation.md",
+                      "reports/eval_cam", "reports/make_ir_labels", "reports/train_irn",
+                      "reports/make_pseudo_labels", "reports/pseudo_labels.md", "reports/pseudo_labels.csv", "reports/ablation", "reports/ablation.md",
                       "reports/ablation.csv"):
         p = dst / generated
         shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
@@ -103,6 +105,16 @@ def test_repro_from_clean_copy(repo):
     ir = json.loads((repo / "reports/make_ir_labels/ssc/seed0/metrics.json").read_text())
     assert ir["variant"] == "ssc" and 0 <= ir["train"]["precision"] <= 1 and ir["train"]["images"] == 10
     assert (repo / "reports/notebooks/make_ir_labels/ssc-seed0.ipynb").is_file()
+    assert (repo / "artifacts/train_irn/ssc/seed0/model.pt").is_file()
+    assert len(list((repo / "artifacts/pseudo_labels/ssc/seed0/labels").glob("*.png"))) == 10
+    assert len(list((repo / "artifacts/pseudo_labels/ssc/seed0/masks").glob("*.png"))) == 10
+    pl = json.loads((repo / "reports/make_pseudo_labels/ssc/seed0/metrics.json").read_text())
+    assert 0 <= pl["train"]["miou"] <= 1 and pl["train"]["images_with_mask"] == 10
+    table = (repo / "reports/pseudo_labels.csv").read_text().splitlines()
+    assert table[0].startswith("variant,cam_miou_mean,") and [r.split(",")[0] for r in table[1:]] == ["ssc"]
+    for f in ("reports/pseudo_labels.md", "reports/figures/pseudo_labels.png",
+              "reports/notebooks/29_pseudo_label_table.ipynb", "reports/train_irn/ssc/seed0/losses.csv"):
+        assert (repo / f).is_file(), f
 
 
 def test_second_repro_does_nothing(repo):

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import DataConfig
-from .base import SegDataset
+from .base import LabelMapDataset, SegDataset
 from .coco import COCO_CLASSES, COCODataset
-from .transforms import EvalTransform, TrainTransform, build_train_transform
+from .transforms import EvalTransform, ScaleCropTransform, TrainTransform, build_train_transform
 from .voc import VOC_CLASSES, VOCDataset, synthetic_classes, voc_palette
 
 __all__ = [
-    "SegDataset", "VOCDataset", "COCODataset", "build_dataset", "dataset_classes", "split_name",
+    "SegDataset", "LabelMapDataset", "ScaleCropTransform", "VOCDataset", "COCODataset", "build_dataset", "dataset_classes", "split_name",
     "TrainTransform", "EvalTransform", "build_train_transform", "VOC_CLASSES", "COCO_CLASSES",
     "voc_palette",
 ]

@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 from ..io import DataError, read_png_labels, read_rgb
 
 __all__ = [
-    "SegDataset", "LABELS_NAME", "PREPARE_HINT", "list_stems", "find_split_list",
+    "SegDataset", "LabelMapDataset", "LABELS_NAME", "PREPARE_HINT", "list_stems", "find_split_list",
     "check_images_exist", "load_label_cache", "multi_hot",
 ]
 
@@ -181,3 +181,34 @@ class SegDataset(Dataset):
                 sample[key] = torch.from_numpy(np.asarray(sample[key], np.int64))
         sample["label"] = torch.from_numpy(self._labels[i].copy())
         return sample
+
+
+class LabelMapDataset(Dataset):
+    """The samples of ``base`` with one more (H, W) label map, read per image, then ``transform``.
+
+    Args:
+        base: a :class:`SegDataset` built without a transform.
+        key: the sample key of the map (e.g. ``"ir_label"``).
+        path: image name -> the map's file.
+        read: ``(path, (H, W)) -> (H, W)`` integer array; raises DataError naming the file
+            when it is missing or of another size than the image.
+        transform: called on the sample dict (with the map as a numpy array) last.
+    """
+
+    def __init__(self, base: SegDataset, key: str, path: Callable[[str], Path],
+                 read: Callable[[Path, tuple[int, int]], np.ndarray], transform: Callable | None = None):
+        if base.transform is not None:
+            raise ValueError("LabelMapDataset: build the base data set without a transform")
+        self.base, self.key, self.path, self.read, self.transform = base, key, path, read, transform
+
+    @property
+    def names(self) -> list[str]:
+        return self.base.names
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        sample = self.base[i]
+        sample[self.key] = np.asarray(self.read(self.path(sample["name"]), sample["image"].shape[:2]), np.int64)
+        return self.transform(sample) if self.transform is not None else sample

@@ -6,6 +6,7 @@ Both take a sample with ``image`` ((H, W, 3) uint8 numpy) and optionally ``mask`
 * ``image``: float32 tensor (3, h, w), ImageNet-normalised;
 * ``mask``: int64 tensor (h, w) (0 background, 1..C, 255 ignore);
 * ``superpixels``: int64 tensor (h, w) of ids;
+* ``ir_label``: int64 tensor (h, w) of an IR label (class ids, 255 ignored);
 
 other keys are passed through. :class:`TrainTransform` applies, jointly to all three
 (the same draws): a random resize of the long side, a horizontal flip, normalisation,
@@ -15,6 +16,11 @@ own). Superpixel ids are then relabelled to consecutive ``0..K-1``.
 
 All random draws use torch's global generator (``torch.randint`` / ``torch.rand``), so
 ``torch.manual_seed`` and DataLoader worker seeding make them reproducible.
+
+:class:`ScaleCropTransform` is IRN's augmentation for the boundary network
+(``VOC12AffinityDataset``): the image rescaled by a random factor, normalised, flipped,
+cropped (padding: image 0, labels 255), and the label maps then downscaled to the
+boundary map's grid (x0.25, nearest, as IRN's ``pil_rescale``).
 """
 from __future__ import annotations
 
@@ -29,12 +35,13 @@ from ..io import IGNORE_INDEX
 
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "normalize", "TrainTransform",
-    "EvalTransform", "build_train_transform",
+    "EvalTransform", "ScaleCropTransform", "build_train_transform",
 ]
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
-#: mask value of pixels without a label (VOC boundaries, crop padding)
+#: maps whose crop padding is IGNORE_INDEX (the others are superpixel ids)
+LABEL_MAPS = ("mask", "ir_label")
 
 
 def normalize(image: np.ndarray) -> np.ndarray:
@@ -73,7 +80,8 @@ def _to_tensors(sample: dict[str, Any], image: np.ndarray, maps: dict[str, np.nd
 
 def _maps(sample: dict[str, Any]) -> dict[str, np.ndarray]:
     """The (H, W) integer maps of a sample (mask, superpixels) as int64 numpy arrays."""
-    return {k: np.asarray(sample[k]).astype(np.int64) for k in ("mask", "superpixels") if k in sample}
+    return {k: np.asarray(sample[k]).astype(np.int64) for k in ("mask", "superpixels", "ir_label")
+            if k in sample}
 
 
 class TrainTransform:
@@ -128,13 +136,76 @@ class TrainTransform:
         out_img[dst] = image[src]
         out_maps = {}
         for k, m in maps.items():
-            pad = IGNORE_INDEX if k == "mask" else int(m.max()) + 1  # superpixels: a new id
+            pad = IGNORE_INDEX if k in LABEL_MAPS else int(m.max()) + 1  # superpixels: a new id
             out = np.full((c, c), pad, np.int64)
             out[dst] = m[src]
             out_maps[k] = out
         if "superpixels" in out_maps:  # consecutive ids 0..K-1 of what is left after the crop
             _, inv = np.unique(out_maps["superpixels"], return_inverse=True)
             out_maps["superpixels"] = inv.reshape(c, c).astype(np.int64)
+        return _to_tensors(sample, out_img, out_maps)
+
+
+class ScaleCropTransform:
+    """IRN's boundary-network augmentation: random rescale, normalise, flip, random crop.
+
+    Args:
+        scale_range: (lo, hi): both sides are scaled by a factor drawn uniformly from
+            [lo, hi) (image bicubic, label maps nearest; sizes rounded as IRN's
+            ``pil_rescale``).
+        crop_size: side of the square output; smaller images are padded at a random
+            offset (image with 0 after normalisation, label maps with 255).
+        hflip: flip horizontally with probability 0.5.
+        label_scale: the label maps are finally rescaled by this factor (nearest, PIL;
+            IRN: 0.25, the boundary map's stride-4 grid); 1 = not.
+
+    Input: ``image`` (H, W, 3) uint8 and label maps (``mask``, ``ir_label``) (H, W).
+    Output: image float32 (3, crop, crop); label maps int64
+    (round(crop * label_scale), round(crop * label_scale)).
+    """
+
+    def __init__(self, scale_range: tuple[float, float] | list[float], crop_size: int, hflip: bool = True,
+                 label_scale: float = 1.0):
+        lo, hi = (float(v) for v in scale_range)
+        if not 0 < lo <= hi:
+            raise ValueError(f"scale_range must be (lo, hi) with 0 < lo <= hi, got {scale_range}")
+        if crop_size <= 0 or not 0 < label_scale <= 1:
+            raise ValueError(f"crop_size must be > 0 and label_scale in (0, 1], got {crop_size}, {label_scale}")
+        self.scale_range, self.crop_size, self.hflip = (lo, hi), int(crop_size), bool(hflip)
+        self.label_scale = float(label_scale)
+
+    def __repr__(self) -> str:
+        return (f"ScaleCropTransform(scale_range={self.scale_range}, crop_size={self.crop_size}, "
+                f"hflip={self.hflip}, label_scale={self.label_scale})")
+
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+        image = np.asarray(sample["image"], np.uint8)
+        maps = {k: v for k, v in _maps(sample).items() if k in LABEL_MAPS}
+        h, w = image.shape[:2]
+        for k, m in maps.items():
+            if m.shape != (h, w):
+                raise ValueError(f"{sample.get('name', '?')}: {k} has shape {m.shape}, image {(h, w)}")
+        lo, hi = self.scale_range
+        scale = lo + float(torch.rand(())) * (hi - lo)
+        hw = (max(1, int(np.round(h * scale))), max(1, int(np.round(w * scale))))
+        if hw != (h, w):
+            image = _resize(image, hw, Image.Resampling.BICUBIC)
+            maps = {k: _resize(m, hw, Image.Resampling.NEAREST) for k, m in maps.items()}
+        image = normalize(image)
+        if self.hflip and torch.rand(()).item() < 0.5:
+            image = image[:, ::-1]
+            maps = {k: m[:, ::-1] for k, m in maps.items()}
+        c = self.crop_size
+        (sy, dy, ny), (sx, dx, nx) = _crop_window(hw[0], c), _crop_window(hw[1], c)
+        src, dst = np.s_[sy:sy + ny, sx:sx + nx], np.s_[dy:dy + ny, dx:dx + nx]
+        out_img = np.zeros((c, c, 3), np.float32)
+        out_img[dst] = image[src]
+        out_maps = {}
+        small = (int(np.round(c * self.label_scale)),) * 2
+        for k, m in maps.items():
+            out = np.full((c, c), IGNORE_INDEX, np.int64)
+            out[dst] = m[src]
+            out_maps[k] = _resize(out, small, Image.Resampling.NEAREST) if small != (c, c) else out
         return _to_tensors(sample, out_img, out_maps)
 
 

@@ -6,19 +6,22 @@ calls the library and writes through :mod:`sslib.paths`, and ``main()`` for the 
 tagged ``parameters`` cell, calls ``run`` and draws the figures. The same names, in the
 same order, appear in ``dvc.yaml``, ``notebooks/`` and here (tests/test_layout.py).
 
-=============  ============================  ==========================================
-stage          notebook                      what it makes
-=============  ============================  ==========================================
-synthesize     00_synthesize                 the synthetic scene set (VOC layout)
-prepare        (none: a module)              image labels, split lists, SegmentationClassAug
-superpixels    01_superpixels                superpixel maps of every image
-data_report    02_data_report                sample figure, data statistics
-train_cam      10_train_cam                  a CAM network per variant and seed
-eval_cam       11_eval_cam                   its multi-scale CAMs and their threshold sweep
-inspect_cams   19_inspect_cams               CAMs, reconstructions, alignment targets
-make_ir_labels 20_make_ir_labels             IRN's IR labels per downstream run, their quality
-ablation       50_ablation                   the ablation table, curves and figures
-=============  ============================  ==========================================
+==================  ========================  ==================================================
+stage               notebook                  what it makes
+==================  ========================  ==================================================
+synthesize          00_synthesize             the synthetic scene set (VOC layout)
+prepare             (none: a module)          image labels, split lists, SegmentationClassAug
+superpixels         01_superpixels            superpixel maps of every image
+data_report         02_data_report            sample figure, data statistics
+train_cam           10_train_cam              a CAM network per variant and seed
+eval_cam            11_eval_cam               its multi-scale CAMs and their threshold sweep
+inspect_cams        19_inspect_cams           CAMs, reconstructions, alignment targets
+make_ir_labels      20_make_ir_labels         IRN's IR labels per downstream run, their quality
+train_irn           21_train_irn              IRN's boundary network per downstream run
+make_pseudo_labels  22_make_pseudo_labels     random-walk pseudo labels, confidence masks, quality
+pseudo_label_table  29_pseudo_label_table     CAM -> pseudo-label table over the downstream runs
+ablation            50_ablation               the ablation table, curves and figures
+==================  ========================  ==================================================
 """
 #: stage name -> notebook stem (None: the stage runs as ``python -m sslib.stages.<stage>``)
 STAGES: dict[str, str | None] = {
@@ -30,10 +33,13 @@ STAGES: dict[str, str | None] = {
     "eval_cam": "11_eval_cam",
     "inspect_cams": "19_inspect_cams",
     "make_ir_labels": "20_make_ir_labels",
+    "train_irn": "21_train_irn",
+    "make_pseudo_labels": "22_make_pseudo_labels",
+    "pseudo_label_table": "29_pseudo_label_table",
     "ablation": "50_ablation",
 }
 #: stages that run once per variant and seed (DVC matrix stages): of ``runs``, or of
 #: ``runs.downstream`` for those in :data:`DOWNSTREAM`
-PER_RUN = ("train_cam", "eval_cam", "make_ir_labels")
+PER_RUN = ("train_cam", "eval_cam", "make_ir_labels", "train_irn", "make_pseudo_labels")
 #: per-run stages whose matrix is ``runs.downstream`` (the runs that feed pseudo labels)
-DOWNSTREAM = ("make_ir_labels",)
+DOWNSTREAM = ("make_ir_labels", "train_irn", "make_pseudo_labels")

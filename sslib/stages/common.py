@@ -13,13 +13,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .. import paths
 from ..config import ConfigError, Params, load
-from ..io import DataError
+from ..io import DataError, remove_stale_temps, write_json
 
-__all__ = ["cli", "add_run_args"]
+__all__ = ["cli", "add_run_args", "prepare_folder", "META"]
+
+#: the settings file a per-image stage keeps beside its outputs
+META = "meta.json"
 
 
 def add_run_args(ap: argparse.ArgumentParser) -> None:
@@ -50,3 +54,25 @@ def cli(stage: str, doc: str, call: Callable[[Params, argparse.Namespace], Any],
     if result is not None:
         print(json.dumps(result, default=str))
     return 0
+
+
+def prepare_folder(out: Path, settings: dict[str, Any], globs: Sequence[str]) -> bool:
+    """Get a per-image stage's output folder ready to resume; return whether its files may be kept.
+
+    Removes stale temporary files, compares ``settings`` with the ``meta.json`` of the
+    run that made the files, and when they differ (or there is none) deletes every file
+    matching ``globs`` before writing the new ``meta.json``, so that no file of other
+    settings survives a kill after it.
+    """
+    remove_stale_temps(out, recursive=True)
+    meta = out / META
+    try:
+        keep = json.loads(meta.read_text()) == json.loads(json.dumps(settings))
+    except (OSError, ValueError):
+        keep = False
+    if not keep:
+        for pattern in globs:
+            for old in out.glob(pattern):
+                old.unlink()
+    write_json(meta, settings)
+    return keep

@@ -32,7 +32,6 @@ Shell::
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -42,13 +41,13 @@ import numpy as np
 
 from .. import paths
 from ..config import Params, to_dict
-from ..io import DataError, remove_stale_temps, write_json
+from ..io import DataError, write_json
 from . import common
 
 __all__ = ["run", "make_ir_labels", "label_file", "crf_params", "label_image", "quality"]
 
 #: the settings file kept beside the labels
-META = "meta.json"
+META = common.META
 
 
 def label_file(params: Params, variant: str, seed: int, name: str) -> Path:
@@ -78,11 +77,7 @@ def label_image(params: Params, sample: dict, cam_file: Path, crf: Callable[...,
     from ..pseudo_labels import ir_label
 
     image = np.asarray(sample["image"])
-    c = load_cam(cam_file, image.shape[:2])
-    want = np.flatnonzero(np.asarray(sample["label"]) > 0.5)
-    if not np.array_equal(np.sort(c["keys"]), want):
-        raise DataError(f"{cam_file}: CAM classes {c['keys'].tolist()} are not the image's label "
-                        f"{want.tolist()} (rerun the eval_cam stage)")
+    c = load_cam(cam_file, image.shape[:2], sample["label"])
     cfg = params.make_ir_labels
     return ir_label(image, c["high_res"], c["keys"], fg_threshold=cfg.fg_threshold, bg_threshold=cfg.bg_threshold,
                     crf=crf or crf_label, crf_params=crf_params(params))
@@ -97,18 +92,8 @@ def _settings(params: Params, variant: str, seed: int) -> dict[str, Any]:
 
 def _prepare_folder(params: Params, variant: str, seed: int) -> bool:
     """Remove stale temporary files and write ``meta.json``; whether existing labels may be kept."""
-    out = paths.ir_label_dir(params, variant, seed)
-    remove_stale_temps(out)
-    meta, settings = out / META, _settings(params, variant, seed)
-    try:
-        keep = json.loads(meta.read_text()) == settings
-    except (OSError, ValueError):
-        keep = False
-    if not keep:  # labels of other settings: none may survive a kill after meta.json is rewritten
-        for old in out.glob("*.png"):
-            old.unlink()
-    write_json(meta, settings)
-    return keep
+    return common.prepare_folder(paths.ir_label_dir(params, variant, seed), _settings(params, variant, seed),
+                                 ["*.png"])
 
 
 def _done(path: Path, size: tuple[int, int]) -> bool:

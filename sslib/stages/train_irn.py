@@ -1,0 +1,173 @@
+"""Train IRN's class-boundary network of one downstream run (the ``train_irn`` stage).
+
+One run, top to bottom (IRN's ``step/train_irn.py`` without the displacement branch):
+
+1. data: the train split's images with the run's IR labels (the ``make_ir_labels``
+   stage's PNGs; a missing or mis-sized one stops the run with
+   :class:`sslib.io.DataError` naming it), augmented as IRN does
+   (:class:`sslib.data.ScaleCropTransform`: rescale by ``train_irn.scale_range``, flip,
+   ``crop_size`` crop) and the label downscaled x0.25 (nearest) to the boundary grid;
+2. model: :class:`sslib.models.BoundaryNet` on the CAM network's backbone
+   (``model.backbone`` with ``model.backbone_weights``), frozen, fixed statistics; only
+   the edge branch trains;
+3. optimiser: SGD on the edge branch with ``lr``, ``weight_decay``, ``momentum`` and the
+   poly schedule (IRN's PolyOptimizer; see ``train_irn.momentum`` in params.yaml);
+4. loss: IRN's affinity loss on the pairs within ``radius`` of the reduced label
+   (:func:`sslib.affinity.affinity_loss`: ``(bg_pos / 2 + fg_pos / 2 + neg) / 2``);
+5. per epoch an atomic checkpoint; at the end ``model.pt`` ({"net", "model", "variant",
+   "seed"}, read by :func:`sslib.models.load_boundary_net`), then ``losses.csv`` and
+   ``metrics.json`` under :func:`sslib.paths.irn_reports`.
+
+The loop (sampling, poly lr, resume, the NaN stop, checkpoints, DDP, AMP, timings) is
+:func:`sslib.training.fit`, shared with ``train_cam``. As there, an interrupted run
+resumes from its checkpoint and ends with the weights of an uninterrupted one; the
+reports are written only when the run has finished.
+
+Shell::
+
+    python -m sslib.stages.train_irn --variant ssc --seed 0
+    torchrun --nproc-per-node 4 -m sslib.stages.train_irn --variant ssc --seed 0
+"""
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from .. import distributed, paths, training
+from ..config import Params, to_dict
+from ..io import remove_stale_temps, write_json
+from ..training import NonFiniteLossError, StepContext
+from . import common
+
+__all__ = ["run", "train_irn", "LOSS_NAMES"]
+
+#: the loss terms a step logs (after the total, ``loss``)
+LOSS_NAMES = ("bg_pos", "fg_pos", "neg")
+#: the boundary map's stride: the IR label is reduced by 1 / LABEL_STRIDE
+LABEL_STRIDE = 4
+
+
+def timings_path(variant: str, seed: int) -> Path:
+    return paths.timings("train_irn", paths.run_name(variant, seed))
+
+
+def _dataset(params: Params, variant: str, seed: int) -> Dataset:
+    """Train images with their IR labels (``ir_label``: (crop/4, crop/4) int64), IRN-augmented."""
+    from ..data import LabelMapDataset, ScaleCropTransform, build_dataset
+    from ..pseudo_labels import load_ir_label
+
+    t = params.train_irn
+    base = build_dataset(params.data, params.data.train_split, with_mask=False)
+    labels = paths.ir_label_dir(params, variant, seed)
+    return LabelMapDataset(base, "ir_label", lambda name: labels / f"{name}.png", load_ir_label,
+                           ScaleCropTransform(t.scale_range, t.crop_size, t.hflip, label_scale=1 / LABEL_STRIDE))
+
+
+def _fingerprint(params: Params, variant: str, seed: int) -> dict:
+    """What a checkpoint must agree with to be resumed (not the output paths or worker count)."""
+    t = to_dict(params.train_irn)
+    for k in ("out_dir", "num_workers"):
+        t.pop(k)
+    meta = paths.ir_label_dir(params, variant, seed) / "meta.json"
+    return {"variant": variant, "seed": seed, "train": t,
+            "model": {k: getattr(params.model, k) for k in ("backbone", "backbone_weights")},
+            "data": {k: getattr(params.data, k) for k in ("dataset", "root", "train_split")},
+            "ir_labels": hashlib.md5(meta.read_bytes()).hexdigest() if meta.is_file() else None}
+
+
+def _build(params: Params, device: torch.device) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """The boundary network and SGD over its edge branch (every group holds ``base_lr``)."""
+    from ..models import BoundaryNet
+
+    t = params.train_irn
+    net = BoundaryNet(backbone=params.model.backbone, weights=params.model.backbone_weights).to(device)
+    _, head = net.param_groups()
+    opt = torch.optim.SGD([{"params": head, "lr": t.lr, "base_lr": t.lr}], lr=t.lr, momentum=t.momentum,
+                          weight_decay=t.weight_decay)
+    return net, opt
+
+
+def _affinity_step(radius: int):
+    """The step: IRN's affinity loss of the boundary logits against the reduced IR labels."""
+    from ..affinity import affinity_loss
+
+    def step(batch: dict[str, Any], ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
+        """batch: image (N, 3, S, S), ir_label (N, S/4, S/4). Returns the total () and
+        [bg_pos, fg_pos, neg] (3,)."""
+        image = batch["image"].to(ctx.device, non_blocking=True)
+        label = batch["ir_label"].to(ctx.device, non_blocking=True)
+        with ctx.autocast():
+            logits = ctx.modules["net"](image)                       # (N, 1, S/4, S/4)
+        losses = affinity_loss(logits.float(), label, radius)
+        return losses["total"], torch.stack([losses[k] for k in LOSS_NAMES])
+
+    return step
+
+
+def train_irn(params: Params, variant: str, seed: int, *, progress: bool = True,
+              stop_after_epochs: int | None = None) -> dict:
+    """Train the boundary network of run (``variant``, ``seed``); resume its checkpoint if any.
+
+    Writes ``paths.irn_checkpoint(...)`` each epoch and ``paths.irn_model(...)`` at the end;
+    rank 0 also writes ``paths.irn_reports(...)/losses.csv`` and ``metrics.json``.
+
+    Returns:
+        The metrics dict, or ``{"stopped_at_epoch": e}`` when ``stop_after_epochs`` ended it.
+
+    Raises:
+        DataError: an IR label is missing or unreadable (named).
+        NonFiniteLossError: a loss became NaN/inf (with ``train_irn.stop_on_nonfinite``).
+    """
+    dist = distributed.init()
+    t = params.train_irn
+    training.check_batch_size("train_irn", t.batch_size, dist.world_size)
+    out = paths.irn_dir(params, variant, seed)
+    if dist.is_main:
+        remove_stale_temps(out)
+        paths.irn_model(params, variant, seed).unlink(missing_ok=True)
+    dataset = _dataset(params, variant, seed)
+    dataset[0]  # a missing IR label stops the run here, before the network is built
+    fingerprint = _fingerprint(params, variant, seed)
+    torch.manual_seed(seed)
+    net, opt = _build(params, dist.device)
+    result = training.fit(
+        "train_irn", dataset, {"net": net}, {"opt": opt}, _affinity_step(t.radius),
+        run=f"{variant} seed {seed}", seed=seed, epochs=t.epochs, batch_size=t.batch_size,
+        poly_power=t.poly_power, num_workers=t.num_workers, amp=t.amp, stop_on_nonfinite=t.stop_on_nonfinite,
+        checkpoint_path=paths.irn_checkpoint(params, variant, seed), timings_path=timings_path(variant, seed),
+        fingerprint=fingerprint, loss_names=LOSS_NAMES, progress=progress, stop_after_epochs=stop_after_epochs)
+    if not result.finished:
+        return {"stopped_at_epoch": result.stopped_at}
+    metrics = {"variant": variant, "seed": seed, "epochs": t.epochs, "steps": result.max_step,
+               "backbone": params.model.backbone,
+               "final": {k: result.history[-1][k] for k in ("loss", *LOSS_NAMES)},
+               "device": str(result.device), "world_size": result.world_size}
+    if dist.is_main:
+        training.save({"net": net.state_dict(), "model": {"backbone": params.model.backbone},
+                       "variant": variant, "seed": seed}, paths.irn_model(params, variant, seed))
+        rep = paths.irn_reports(variant, seed)
+        training.write_losses(rep / paths.LOSSES, result.history)
+        write_json(rep / paths.METRICS, metrics)
+    distributed.barrier()
+    return metrics
+
+
+def run(params: Params, variant: str, seed: int, progress: bool = True) -> dict:
+    """Train one run in this process, or under ``torchrun`` when ``runs.devices > 1``."""
+    return distributed.run_here_or_torchrun("train_irn", params, variant, seed,
+                                            lambda: train_irn(params, variant, seed, progress=progress),
+                                            paths.irn_reports(variant, seed) / paths.METRICS)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return common.cli("train_irn", __doc__, lambda p, a: train_irn(p, a.variant, a.seed, progress=distributed.is_rank0()),
+                      argv, common.add_run_args, errors=(NonFiniteLossError,))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
