@@ -26,8 +26,8 @@ and coverage; written to :func:`sslib.paths.pseudo_label_reports` ``metrics.json
 
 **Resumable.** An image whose label and mask both exist and read back at its size is
 skipped, so an interrupted run continues where it stopped. ``meta.json`` keeps the
-settings (and the boundary network's and CAMs' identity); when they changed, nothing is
-kept. **Sharded.** Under torchrun (``runs.devices > 1``) rank r makes images r, r + W, ...
+settings, the boundary network's digest and a stamp of the CAM files (names, sizes and
+modification times); when any changed, nothing is kept. **Sharded.** Under torchrun (``runs.devices > 1``) rank r makes images r, r + W, ...
 and rank 0 measures once all are done; the files are the same as one process makes.
 
 Shell::
@@ -59,11 +59,22 @@ def _md5(path: Path) -> str | None:
     return hashlib.md5(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
+def _cam_stamp(folder: Path) -> str:
+    """A digest of the CAM files' names, sizes and modification times (a stat per file, no
+    read): it changes when the CAMs are remade in place."""
+    h = hashlib.md5()
+    for f in sorted(folder.glob("*.npz")):
+        st = f.stat()
+        h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()
+
+
 def _settings(params: Params, variant: str, seed: int) -> dict[str, Any]:
     """What the outputs depend on besides the images: kept in ``meta.json``."""
     cfg = {k: v for k, v in to_dict(params.make_pseudo_labels).items() if k != "out_dir"}
-    return {"variant": variant, "seed": seed, "split": params.data.train_split,
-            "cam_dir": str(paths.cam_dir(params, variant, seed)),
+    cams = paths.cam_dir(params, variant, seed)
+    return {"variant": variant, "seed": seed, "split": params.data.train_split, "cam_dir": str(cams),
+            "cams": _cam_stamp(cams / params.data.train_split),
             "boundary_net": _md5(paths.irn_model(params, variant, seed)), **cfg}
 
 
@@ -201,6 +212,12 @@ def make_pseudo_labels(params: Params, variant: str, seed: int, *, progress: boo
     if not dist.is_main:
         keep = True  # rank 0 removed what may not be kept
     counts = _make(params, variant, seed, keep, dist, progress and dist.is_main)
+    if dist.world_size > 1:  # the totals over the ranks
+        import torch.distributed as tdist
+
+        total = torch.tensor([counts["made"], counts["kept"]], dtype=torch.int64, device=dist.device)
+        tdist.all_reduce(total)
+        counts = {"made": int(total[0]), "kept": int(total[1])}
     distributed.barrier()
     metrics_path = paths.pseudo_label_reports(variant, seed) / paths.METRICS
     if dist.is_main:
@@ -224,7 +241,9 @@ def run(params: Params, variant: str, seed: int, progress: bool = True) -> dict:
 def main(argv: list[str] | None = None) -> int:
     def call(params, args):
         metrics = make_pseudo_labels(params, args.variant, args.seed, progress=distributed.is_rank0())
-        return {"variant": args.variant, "seed": args.seed, **metrics[params.data.train_split]}
+        if distributed.is_rank0():  # printed once, not by every rank
+            return {"variant": args.variant, "seed": args.seed, **metrics[params.data.train_split]}
+        return None
 
     return common.cli("make_pseudo_labels", __doc__, call, argv, common.add_run_args)
 

@@ -3,8 +3,8 @@
 One run, top to bottom (IRN's ``step/train_irn.py`` without the displacement branch):
 
 1. data: the train split's images with the run's IR labels (the ``make_ir_labels``
-   stage's PNGs; a missing or mis-sized one stops the run with
-   :class:`sslib.io.DataError` naming it), augmented as IRN does
+   stage's PNGs; a missing one stops the run before training, an unreadable or mis-sized
+   one when it is first drawn, with :class:`sslib.io.DataError` naming it), augmented as IRN does
    (:class:`sslib.data.ScaleCropTransform`: rescale by ``train_irn.scale_range``, flip,
    ``crop_size`` crop) and the label downscaled x0.25 (nearest) to the boundary grid;
 2. model: :class:`sslib.models.BoundaryNet` on the CAM network's backbone
@@ -66,6 +66,18 @@ def _dataset(params: Params, variant: str, seed: int) -> Dataset:
     labels = paths.ir_label_dir(params, variant, seed)
     return LabelMapDataset(base, "ir_label", lambda name: labels / f"{name}.png", load_ir_label,
                            ScaleCropTransform(t.scale_range, t.crop_size, t.hflip, label_scale=1 / LABEL_STRIDE))
+
+
+def _check_labels(params: Params, variant: str, seed: int, names: list[str]) -> None:
+    """Raise DataError naming the first missing IR label, before the network is built (an
+    unreadable or mis-sized one is named when the sampler first draws it)."""
+    from ..io import DataError
+
+    folder = paths.ir_label_dir(params, variant, seed)
+    missing = [n for n in names if not (folder / f"{n}.png").is_file()]
+    if missing:
+        raise DataError(f"{folder / (missing[0] + '.png')}: IR label file missing ({len(missing)} of {len(names)} "
+                        f"missing; run the make_ir_labels stage for {variant} seed {seed})")
 
 
 def _fingerprint(params: Params, variant: str, seed: int) -> dict:
@@ -131,7 +143,7 @@ def train_irn(params: Params, variant: str, seed: int, *, progress: bool = True,
         remove_stale_temps(out)
         paths.irn_model(params, variant, seed).unlink(missing_ok=True)
     dataset = _dataset(params, variant, seed)
-    dataset[0]  # a missing IR label stops the run here, before the network is built
+    _check_labels(params, variant, seed, dataset.names)
     fingerprint = _fingerprint(params, variant, seed)
     torch.manual_seed(seed)
     net, opt = _build(params, dist.device)
