@@ -417,12 +417,14 @@ class MakeIrLabelsConfig:
     out_dir: str = "artifacts/ir_labels"
     #: the background plane of the foreground map (IRN's conf_fg_thres: 0.30, the presets').
     #: The synthetic default's CAMs are broad (best threshold 0.55-0.65 against VOC's ~0.15):
-    #: 0.70 (see README)
-    fg_threshold: float = num(0.70, gt=0, lt=1)
+    #: 0.80 (see README)
+    fg_threshold: float = num(0.80, gt=0, lt=1)
     #: the background plane of the background map: SSC's 0.10 (IRN and BECO: 0.05; the
-    #: presets: 0.10); the synthetic default: 0.40
-    bg_threshold: float = num(0.40, gt=0, lt=1)
+    #: presets: 0.10); the synthetic default: 0.50
+    bg_threshold: float = num(0.50, gt=0, lt=1)
     crf: CRFConfig = field(default_factory=CRFConfig)
+    #: processes for the dense CRF: 0 = one per core, 1 = this process
+    workers: int = num(0, ge=0)
 
     def check(self) -> None:
         need(self.bg_threshold < self.fg_threshold, "make_ir_labels.bg_threshold",

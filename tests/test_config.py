@@ -168,7 +168,7 @@ def test_training_sections_name_the_bad_key(tmp_path, data, key):
 
 
 @pytest.mark.parametrize("data, key", [
-    ({"make_ir_labels": {"bg_threshold": 0.7}}, r"make_ir_labels\.bg_threshold: must be below make_ir_labels\.fg_threshold"),
+    ({"make_ir_labels": {"bg_threshold": 0.9}}, r"make_ir_labels\.bg_threshold: must be below make_ir_labels\.fg_threshold"),
     ({"make_ir_labels": {"fg_threshold": 0.3}}, r"make_ir_labels\.bg_threshold: must be below"),
     ({"make_ir_labels": {"fg_threshold": 1.0}}, r"make_ir_labels\.fg_threshold: must lie in \(0, 1\)"),
     ({"make_ir_labels": {"bg_threshold": 0}}, r"make_ir_labels\.bg_threshold: must lie in \(0, 1\)"),
@@ -177,7 +177,7 @@ def test_training_sections_name_the_bad_key(tmp_path, data, key):
     ({"make_ir_labels": {"crf": {"iterations": 2.5}}}, r"make_ir_labels\.crf\.iterations: expected an integer"),
     ({"make_ir_labels": {"crf": {"bilateral_srgb": 0}}}, r"make_ir_labels\.crf\.bilateral_srgb: must be > 0"),
     ({"make_ir_labels": {"crf": {"t": 5}}}, r"make_ir_labels\.crf\.t: unknown key"),
-    ({"make_ir_labels": {"workers": 2}}, r"make_ir_labels\.workers: unknown key"),
+    ({"make_ir_labels": {"threads": 2}}, r"make_ir_labels\.threads: unknown key"),
     ({"runs": {"downstream": {"variants": ["cam", "nope"]}}}, r"runs\.downstream\.variants: 'nope' is not in runs\.variants"),
     ({"runs": {"downstream": {"seeds": [0, 0]}}}, r"runs\.downstream\.seeds: name at least one seed, each once"),
     ({"runs": {"downstream": {"variants": []}}}, r"runs\.downstream\.variants: name at least one variant"),
@@ -196,7 +196,7 @@ def test_make_ir_labels_defaults_are_ssc_and_irn():
 
     params = config.load(ROOT / "params.yaml")
     c = params.make_ir_labels
-    assert (c.fg_threshold, c.bg_threshold) == (0.70, 0.40)  # the synthetic default's broad CAMs (README)
+    assert (c.fg_threshold, c.bg_threshold) == (0.80, 0.50)  # the synthetic default's broad CAMs (README)
     assert crf_params(params) == CRFParams()  # IRN's dense CRF
     for preset in ("voc", "coco"):  # the paper's: IRN's foreground plane, SSC's background plane (IRN: 0.05)
         raw = config.read_yaml((ROOT / "presets" / f"{preset}.yaml").read_text())

@@ -22,6 +22,7 @@ from sslib.stages import make_ir_labels as stage
 TINY = {
     "synthetic": {"n_train": 3, "n_val": 1, "image_size": 32, "max_objects": 2},
     "runs": {"variants": ["ssc"], "seeds": [0], "downstream": {"variants": ["ssc"], "seeds": [0]}},
+    "make_ir_labels": {"fg_threshold": 0.3, "bg_threshold": 0.1},  # IRN's / SSC's planes (the presets')
 }
 RUN = ("ssc", 0)
 
@@ -173,3 +174,17 @@ def test_with_the_dense_crf(params):
         lab = load_ir_label(stage.label_file(params, *RUN, name))
         assert lab.shape == (32, 32) and set(np.unique(lab)) <= {0, IGNORE_INDEX, *range(1, ds.num_classes + 1)}
     assert 0.5 < metrics["train"]["precision"] <= 1.0 and 0 < metrics["train"]["coverage"] <= 1.0
+
+
+def test_a_pool_of_two_processes_writes_the_same_labels(params):
+    """make_ir_labels.workers: 2 spreads the dense CRF over processes; same files as one process."""
+    pytest.importorskip("pydensecrf")
+    one = config.load(Path("params.yaml"), overrides={"make_ir_labels": {"workers": 1}})
+    stage.run(one, *RUN, progress=False)
+    names = build_dataset(one.data, one.data.train_split).names
+    first = {n: stage.label_file(one, *RUN, n).read_bytes() for n in names}
+    two = config.load(Path("params.yaml"), overrides={"make_ir_labels": {"workers": 2, "out_dir": "ir2"}})
+    stage.run(two, *RUN, progress=False)
+    assert {n: stage.label_file(two, *RUN, n).read_bytes() for n in names} == first
+    timing = json.loads(paths.timings("make_ir_labels", paths.run_name(*RUN)).read_text())
+    assert (timing["made"], timing["kept"]) == (len(names), 0)

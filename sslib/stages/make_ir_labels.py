@@ -85,7 +85,7 @@ def label_image(params: Params, sample: dict, cam_file: Path, crf: Callable[...,
 
 def _settings(params: Params, variant: str, seed: int) -> dict[str, Any]:
     """What the labels depend on besides the CAMs: kept in ``meta.json``."""
-    cfg = {k: v for k, v in to_dict(params.make_ir_labels).items() if k != "out_dir"}
+    cfg = {k: v for k, v in to_dict(params.make_ir_labels).items() if k not in ("out_dir", "workers")}
     return {"variant": variant, "seed": seed, "split": params.data.train_split,
             "cam_dir": str(paths.cam_dir(params, variant, seed)), **cfg}
 
@@ -109,26 +109,70 @@ def _done(path: Path, size: tuple[int, int]) -> bool:
     return True
 
 
-def _make_labels(params: Params, variant: str, seed: int, keep: bool,
-                 crf: Callable[..., np.ndarray] | None, progress: bool) -> dict[str, int]:
-    """Every train image's IR label; returns ``{"made", "kept"}`` counts."""
-    from tqdm.auto import tqdm
-
+def _label_one(params: Params, variant: str, seed: int, i: int, keep: bool,
+               crf: Callable[..., np.ndarray] | None) -> str:
+    """Make (or keep) the IR label of train image ``i``; returns ``"made"`` or ``"kept"``."""
     from ..cam import cam_path
-    from ..data import build_dataset
     from ..pseudo_labels import save_ir_label
 
-    split, cams = params.data.train_split, paths.cam_dir(params, variant, seed)
-    ds = build_dataset(params.data, split, with_mask=False)
+    split = params.data.train_split
+    s = _train_set(params.data)[i]
+    target = label_file(params, variant, seed, s["name"])
+    if keep and _done(target, s["image"].shape[:2]):
+        return "kept"
+    save_ir_label(target, label_image(params, s, cam_path(paths.cam_dir(params, variant, seed), split, s["name"]), crf))
+    return "made"
+
+
+def _label_task(task: tuple) -> str:
+    """:func:`_label_one` of a pool worker (the real dense CRF)."""
+    return _label_one(*task, None)
+
+
+_TRAIN_SETS: dict[str, Any] = {}
+
+
+def _train_set(data_cfg):
+    """The train split without masks (one per process and data config: pool workers build
+    theirs once)."""
+    from ..data import build_dataset
+
+    key = repr(data_cfg)
+    if key not in _TRAIN_SETS:
+        _TRAIN_SETS.clear()
+        _TRAIN_SETS[key] = build_dataset(data_cfg, data_cfg.train_split, with_mask=False)
+    return _TRAIN_SETS[key]
+
+
+def _make_labels(params: Params, variant: str, seed: int, keep: bool,
+                 crf: Callable[..., np.ndarray] | None, progress: bool) -> dict[str, int]:
+    """Every train image's IR label; returns ``{"made", "kept"}`` counts.
+
+    With the real CRF (``crf`` None) and ``make_ir_labels.workers`` other than 1, the images
+    are spread over a pool of processes (0: one per core); a stand-in CRF runs here.
+    """
+    import multiprocessing as mp
+    import os
+
+    from tqdm.auto import tqdm
+
+    n = len(_train_set(params.data))
+    workers = (os.cpu_count() or 1) if params.make_ir_labels.workers == 0 else params.make_ir_labels.workers
+    workers = min(workers, n) if crf is None else 1
+    bar = tqdm(total=n, desc=f"IR labels {params.data.train_split}", unit="img", disable=not progress)
     counts = {"made": 0, "kept": 0}
-    for i in tqdm(range(len(ds)), desc=f"IR labels {split}", unit="img", disable=not progress):
-        s = ds[i]
-        target = label_file(params, variant, seed, s["name"])
-        if keep and _done(target, s["image"].shape[:2]):
-            counts["kept"] += 1
-            continue
-        save_ir_label(target, label_image(params, s, cam_path(cams, split, s["name"]), crf))
-        counts["made"] += 1
+    with bar:
+        if workers <= 1:
+            results = (_label_one(params, variant, seed, i, keep, crf) for i in range(n))
+            for r in results:
+                counts[r] += 1
+                bar.update()
+        else:
+            with mp.get_context("spawn").Pool(workers) as pool:
+                tasks = [(params, variant, seed, i, keep) for i in range(n)]
+                for r in pool.imap_unordered(_label_task, tasks, chunksize=max(1, min(16, n // (4 * workers)))):
+                    counts[r] += 1
+                    bar.update()
     return counts
 
 
