@@ -454,7 +454,7 @@ class TrainIrnConfig:
     scale_range: list[float] = num([0.5, 1.5], gt=0)
     hflip: bool = True
     #: a multiple of 4: the label is downscaled x0.25 to the boundary map's grid
-    crop_size: int = num(256, ge=16, multiple_of=4)
+    crop_size: int = num(192, ge=16, multiple_of=4)
     #: radius of the affinity pairs of the loss (IRN: 10)
     radius: int = num(10, ge=2)
     num_workers: int = num(0, ge=0)
@@ -465,6 +465,9 @@ class TrainIrnConfig:
     def check(self) -> None:
         need(len(self.scale_range) == 2 and self.scale_range[0] <= self.scale_range[1],
              "train_irn.scale_range", "need [lo, hi] with 0 < lo <= hi")
+        need(self.crop_size // 4 >= 2 * self.radius - 1, "train_irn.crop_size",
+             f"the x0.25 label of a {self.crop_size} crop is too small for pairs of radius {self.radius} "
+             f"(need crop_size >= {4 * (2 * self.radius - 1)})")
 
 
 @dataclass
@@ -475,12 +478,14 @@ class MakePseudoLabelsConfig:
 
     #: pseudo labels go to <out_dir>/<variant>/seed<seed>/labels/<name>.png, masks to .../masks/
     out_dir: str = "artifacts/pseudo_labels"
-    #: the random walk: radius of the transitions, exponent of the affinities, 2 ** exp_times steps
+    #: the random walk: radius of the transitions, exponent of the affinities, 2 ** exp_times
+    #: steps (IRN: 8, the presets'; the synthetic default: 5, see README)
     radius: int = num(5, ge=2)
     beta: float = num(10.0, gt=0)
-    exp_times: int = num(8, ge=0)
-    #: the constant background score against the normalised walks (IRN's sem_seg_bg_thres)
-    bg_threshold: float = num(0.25, gt=0, lt=1)
+    exp_times: int = num(5, ge=0)
+    #: the constant background score against the normalised walks (IRN's sem_seg_bg_thres:
+    #: 0.25, the presets'; the synthetic default's broad CAMs: 0.75)
+    bg_threshold: float = num(0.75, gt=0, lt=1)
     #: share of each label's pixels the confidence mask keeps (BECO's thd)
     mask_ratio: float = num(0.5, ge=0, le=1)
     #: pad images to at least this square before the boundary network (IRN: 512, its crop);

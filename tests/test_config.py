@@ -178,6 +178,7 @@ def test_training_sections_name_the_bad_key(tmp_path, data, key):
     ({"make_ir_labels": {"crf": {"bilateral_srgb": 0}}}, r"make_ir_labels\.crf\.bilateral_srgb: must be > 0"),
     ({"make_ir_labels": {"crf": {"t": 5}}}, r"make_ir_labels\.crf\.t: unknown key"),
     ({"make_ir_labels": {"threads": 2}}, r"make_ir_labels\.threads: unknown key"),
+    ({"train_irn": {"crop_size": 64, "radius": 10}}, r"train_irn\.crop_size: the x0\.25 label of a 64 crop is too small"),
     ({"runs": {"downstream": {"variants": ["cam", "nope"]}}}, r"runs\.downstream\.variants: 'nope' is not in runs\.variants"),
     ({"runs": {"downstream": {"seeds": [0, 0]}}}, r"runs\.downstream\.seeds: name at least one seed, each once"),
     ({"runs": {"downstream": {"variants": []}}}, r"runs\.downstream\.variants: name at least one variant"),
@@ -202,4 +203,6 @@ def test_make_ir_labels_defaults_are_ssc_and_irn():
         raw = config.read_yaml((ROOT / "presets" / f"{preset}.yaml").read_text())
         assert raw["make_ir_labels"] == {"fg_threshold": 0.30, "bg_threshold": 0.10}
         assert raw["train_irn"]["epochs"] == 3 and raw["train_irn"]["crop_size"] == 512
+        walk = raw["make_pseudo_labels"]  # IRN's random walk and background score
+        assert (walk["exp_times"], walk["bg_threshold"], walk["pad_to"]) == (8, 0.25, 512)
     assert (params.runs.downstream.variants, params.runs.downstream.seeds) == (["baseline", "ssc"], [0, 1, 2])

@@ -25,7 +25,7 @@ TINY = {
     "train_cam": {"epochs": 2, "batch_size": 5, "lr": 0.001},
     "ssc": {"warmup_epochs": 1, "rec_loss": "l1"},
     "eval_cam": {"scales": [1.0]},
-    "train_irn": {"epochs": 1, "batch_size": 5, "crop_size": 32},
+    "train_irn": {"epochs": 1, "batch_size": 5, "crop_size": 32, "radius": 4},
 }
 
 pytestmark = pytest.mark.slow
