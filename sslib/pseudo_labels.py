@@ -48,7 +48,7 @@ from .io import IGNORE_INDEX, DataError, read_png_labels, save_png, voc_palette
 __all__ = [
     "threshold_argmax", "ir_label", "score_margin", "keep_count", "confidence_mask",
     "ir_label_counts", "ir_label_scores", "ir_label_quality",
-    "save_ir_label", "load_ir_label", "save_confidence_mask", "load_confidence_mask",
+    "save_ir_label", "load_ir_label", "save_confidence_mask", "load_confidence_mask", "files_stamp",
 ]
 
 
@@ -322,3 +322,16 @@ def load_confidence_mask(path: str | Path, size: tuple[int, int] | None = None) 
         mask = arr == 255
     _check_size(path, mask, size, "the confidence mask")
     return mask
+
+
+def files_stamp(folder: str | Path, pattern: str) -> str:
+    """A digest of the names, sizes and modification times of ``folder``'s files matching
+    ``pattern`` (a stat per file, no read): it changes when they are made again (what the
+    pseudo-label stages keep in ``meta.json`` of the CAM files they read)."""
+    import hashlib
+
+    h = hashlib.md5()
+    for f in sorted(Path(folder).glob(pattern)):
+        st = f.stat()
+        h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()

@@ -18,13 +18,14 @@ variant and seed of ``runs.downstream``:
    ``reports/timings/make_ir_labels/``.
 
 **Resumable.** A label that exists and reads back at its image's size is kept, so a
-killed run continues where it stopped (stale temporary files are removed first). The
-settings the labels were made with are kept in ``meta.json`` beside them; when they differ
-from the current ones nothing is kept. (Under ``dvc repro`` the folder is removed before a
-rerun anyway: it is not a ``persist`` output.)
+killed run continues where it stopped (stale temporary files are removed first), also
+under ``dvc repro`` (the folder is a ``persist`` output). The settings the labels were made
+with, and a stamp of the CAM files (names, sizes, modification times), are kept in
+``meta.json`` beside them; when they differ from the current ones nothing is kept.
 
-**One process.** The dense CRF runs on the CPU, one image at a time; the stage does not
-shard over DDP ranks (``runs.devices`` is not read).
+**CPU processes.** The dense CRF runs on the CPU, over ``make_ir_labels.workers``
+processes (0: one per core); the stage does not shard over DDP ranks (``runs.devices`` is
+not read).
 
 Shell::
 
@@ -42,6 +43,7 @@ import numpy as np
 from .. import paths
 from ..config import Params, to_dict
 from ..io import DataError, write_json
+from ..pseudo_labels import files_stamp
 from . import common
 
 __all__ = ["run", "make_ir_labels", "label_file", "crf_params", "label_image", "quality"]
@@ -86,8 +88,9 @@ def label_image(params: Params, sample: dict, cam_file: Path, crf: Callable[...,
 def _settings(params: Params, variant: str, seed: int) -> dict[str, Any]:
     """What the labels depend on besides the CAMs: kept in ``meta.json``."""
     cfg = {k: v for k, v in to_dict(params.make_ir_labels).items() if k not in ("out_dir", "workers")}
-    return {"variant": variant, "seed": seed, "split": params.data.train_split,
-            "cam_dir": str(paths.cam_dir(params, variant, seed)), **cfg}
+    cams = paths.cam_dir(params, variant, seed)
+    return {"variant": variant, "seed": seed, "split": params.data.train_split, "cam_dir": str(cams),
+            "cams": files_stamp(cams / params.data.train_split, "*.npz"), **cfg}
 
 
 def _prepare_folder(params: Params, variant: str, seed: int) -> bool:

@@ -25,7 +25,8 @@ precision, recall, background false-positive rate), and the confident pixels' pr
 and coverage; written to :func:`sslib.paths.pseudo_label_reports` ``metrics.json``.
 
 **Resumable.** An image whose label and mask both exist and read back at its size is
-skipped, so an interrupted run continues where it stopped. ``meta.json`` keeps the
+skipped, so an interrupted run continues where it stopped (also under ``dvc repro``: the
+folder is a ``persist`` output). ``meta.json`` keeps the
 settings, the boundary network's digest and a stamp of the CAM files (names, sizes and
 modification times); when any changed, nothing is kept. **Sharded.** Under torchrun (``runs.devices > 1``) rank r makes images r, r + W, ...
 and rank 0 measures once all are done; the files are the same as one process makes.
@@ -50,6 +51,7 @@ import torch
 from .. import distributed, paths
 from ..config import Params, to_dict
 from ..io import DataError, save_png, voc_palette, write_json
+from ..pseudo_labels import files_stamp
 from . import common
 
 __all__ = ["run", "make_pseudo_labels", "pseudo_label", "quality"]
@@ -59,22 +61,12 @@ def _md5(path: Path) -> str | None:
     return hashlib.md5(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
-def _cam_stamp(folder: Path) -> str:
-    """A digest of the CAM files' names, sizes and modification times (a stat per file, no
-    read): it changes when the CAMs are remade in place."""
-    h = hashlib.md5()
-    for f in sorted(folder.glob("*.npz")):
-        st = f.stat()
-        h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns};".encode())
-    return h.hexdigest()
-
-
 def _settings(params: Params, variant: str, seed: int) -> dict[str, Any]:
     """What the outputs depend on besides the images: kept in ``meta.json``."""
     cfg = {k: v for k, v in to_dict(params.make_pseudo_labels).items() if k != "out_dir"}
     cams = paths.cam_dir(params, variant, seed)
     return {"variant": variant, "seed": seed, "split": params.data.train_split, "cam_dir": str(cams),
-            "cams": _cam_stamp(cams / params.data.train_split),
+            "cams": files_stamp(cams / params.data.train_split, "*.npz"),
             "boundary_net": _md5(paths.irn_model(params, variant, seed)), **cfg}
 
 
