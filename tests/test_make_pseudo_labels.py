@@ -273,10 +273,10 @@ def test_changed_settings_remake_every_file(in_project, made):
     stage.make_pseudo_labels(params, *RUN, progress=False)
     n = _timings()["made"]
     meta = paths.pseudo_label_dir(params, *RUN) / "meta.json"
-    assert json.loads(meta.read_text())["bg_threshold"] == 0.25
-    changed = config.load(_write_params(in_project, {"make_pseudo_labels": {**out, "bg_threshold": 0.6}}))
+    assert json.loads(meta.read_text())["bg_threshold"] == params.make_pseudo_labels.bg_threshold == 0.75
+    changed = config.load(_write_params(in_project, {"make_pseudo_labels": {**out, "bg_threshold": 0.9}}))
     m = stage.make_pseudo_labels(changed, *RUN, progress=False)
-    assert (_timings()["made"], _timings()["kept"]) == (n, 0) and json.loads(meta.read_text())["bg_threshold"] == 0.6
+    assert (_timings()["made"], _timings()["kept"]) == (n, 0) and json.loads(meta.read_text())["bg_threshold"] == 0.9
     assert _outputs(changed, *RUN) != made["outputs"]
     # a higher background score labels more background
     assert m["train"]["background_fp_rate"] <= made["metrics"]["train"]["background_fp_rate"]
