@@ -156,19 +156,13 @@ def ir_label_grid(rows: Sequence[CamRow], labels: Sequence[np.ndarray], size: fl
     """A row per :class:`CamRow` and its (H, W) IR label (class ids, 0 background, 255
     ignored, drawn in the VOC palette: ignored is pale cream): the image (the row's title), the
     ground truth, the largest of the row's overlays (the image alone without any), the label."""
-    fig, axes = _subplots(max(len(rows), 1), 4, size, size)
-    for ax, r, lab in zip(axes, rows, labels):
+    panels = []
+    for r, lab in zip(rows, labels):
         heat = np.max([h for _, h in r.overlays], axis=0) if len(r.overlays) else None
-        panels = [(r.image, r.title), (label_image(r.mask), "ground truth"),
-                  (r.image if heat is None else heat_overlay(r.image, heat), "CAM (max over classes)"),
-                  (label_image(lab), "IR label (cream: ignored)")]
-        for a, (img, title) in zip(ax, panels):
-            a.imshow(img)
-            a.set_title(title, fontsize=fontsize)
-    for a in axes.flat:
-        a.axis("off")
-    fig.tight_layout()
-    return fig
+        panels.append([(r.title, r.image), ("ground truth", label_image(r.mask)),
+                       ("CAM (max over classes)", r.image if heat is None else heat_overlay(r.image, heat)),
+                       ("IR label (cream: ignored)", label_image(lab))])
+    return panel_grid(panels, size=size, fontsize=fontsize)
 
 
 def panel_grid(rows: Sequence[Sequence[tuple[str, np.ndarray]]], size: float = 2.0, fontsize: int = 7):

@@ -84,6 +84,44 @@ def _maps(sample: dict[str, Any]) -> dict[str, np.ndarray]:
             if k in sample}
 
 
+def _check_sizes(sample: dict[str, Any], maps: dict[str, np.ndarray], hw: tuple[int, int]) -> None:
+    """ValueError naming the sample and the map unless every map is (H, W) = ``hw``."""
+    for k, m in maps.items():
+        if m.shape != hw:
+            raise ValueError(f"{sample.get('name', '?')}: {k} has shape {m.shape}, image {hw}")
+
+
+def _rescale(image: np.ndarray, maps: dict[str, np.ndarray], hw: tuple[int, int]):
+    """The image (bicubic) and the maps (nearest) resized to ``hw`` (unchanged if already)."""
+    if hw == image.shape[:2]:
+        return image, maps
+    return (_resize(image, hw, Image.Resampling.BICUBIC),
+            {k: _resize(m, hw, Image.Resampling.NEAREST) for k, m in maps.items()})
+
+
+def _maybe_flip(image: np.ndarray, maps: dict[str, np.ndarray], hflip: bool):
+    """A horizontal flip of the image and the maps with probability 0.5 (when ``hflip``)."""
+    if hflip and torch.rand(()).item() < 0.5:
+        return image[:, ::-1], {k: m[:, ::-1] for k, m in maps.items()}
+    return image, maps
+
+
+def _random_crop(image: np.ndarray, maps: dict[str, np.ndarray], c: int):
+    """A random ``c x c`` crop of the normalised image and the maps, padding what is smaller
+    (image with 0, label maps with IGNORE_INDEX, other maps with one new id)."""
+    (sy, dy, ny), (sx, dx, nx) = _crop_window(image.shape[0], c), _crop_window(image.shape[1], c)
+    src, dst = np.s_[sy:sy + ny, sx:sx + nx], np.s_[dy:dy + ny, dx:dx + nx]
+    out_img = np.zeros((c, c, 3), np.float32)
+    out_img[dst] = image[src]
+    out_maps = {}
+    for k, m in maps.items():
+        pad = IGNORE_INDEX if k in LABEL_MAPS else int(m.max()) + 1  # superpixels: a new id
+        out = np.full((c, c), pad, np.int64)
+        out[dst] = m[src]
+        out_maps[k] = out
+    return out_img, out_maps
+
+
 class TrainTransform:
     """Random long-side resize, horizontal flip, normalisation, random crop with padding.
 
@@ -112,34 +150,17 @@ class TrainTransform:
         image = np.asarray(sample["image"], np.uint8)
         maps = _maps(sample)
         h, w = image.shape[:2]
-        for k, m in maps.items():
-            if m.shape != (h, w):
-                raise ValueError(f"{sample.get('name', '?')}: {k} has shape {m.shape}, image {(h, w)}")
+        _check_sizes(sample, maps, (h, w))
 
         # 1. random resize of the long side
         scale = _randint(*self.resize_long) / max(h, w)
-        hw = (max(1, round(h * scale)), max(1, round(w * scale)))
-        if hw != (h, w):
-            image = _resize(image, hw, Image.Resampling.BICUBIC)
-            maps = {k: _resize(m, hw, Image.Resampling.NEAREST) for k, m in maps.items()}
+        image, maps = _rescale(image, maps, (max(1, round(h * scale)), max(1, round(w * scale))))
         # 2. horizontal flip
-        if self.hflip and torch.rand(()).item() < 0.5:
-            image = image[:, ::-1]
-            maps = {k: m[:, ::-1] for k, m in maps.items()}
+        image, maps = _maybe_flip(image, maps, self.hflip)
         # 3. normalise (before padding, so the image padding is 0 = the mean colour)
-        image = normalize(image)
         # 4. random crop, padding what is smaller than the crop
         c = self.crop_size
-        (sy, dy, ny), (sx, dx, nx) = _crop_window(hw[0], c), _crop_window(hw[1], c)
-        src, dst = np.s_[sy:sy + ny, sx:sx + nx], np.s_[dy:dy + ny, dx:dx + nx]
-        out_img = np.zeros((c, c, 3), np.float32)
-        out_img[dst] = image[src]
-        out_maps = {}
-        for k, m in maps.items():
-            pad = IGNORE_INDEX if k in LABEL_MAPS else int(m.max()) + 1  # superpixels: a new id
-            out = np.full((c, c), pad, np.int64)
-            out[dst] = m[src]
-            out_maps[k] = out
+        out_img, out_maps = _random_crop(normalize(image), maps, c)
         if "superpixels" in out_maps:  # consecutive ids 0..K-1 of what is left after the crop
             _, inv = np.unique(out_maps["superpixels"], return_inverse=True)
             out_maps["superpixels"] = inv.reshape(c, c).astype(np.int64)
@@ -182,30 +203,16 @@ class ScaleCropTransform:
         image = np.asarray(sample["image"], np.uint8)
         maps = {k: v for k, v in _maps(sample).items() if k in LABEL_MAPS}
         h, w = image.shape[:2]
-        for k, m in maps.items():
-            if m.shape != (h, w):
-                raise ValueError(f"{sample.get('name', '?')}: {k} has shape {m.shape}, image {(h, w)}")
+        _check_sizes(sample, maps, (h, w))
         lo, hi = self.scale_range
         scale = lo + float(torch.rand(())) * (hi - lo)
-        hw = (max(1, int(np.round(h * scale))), max(1, int(np.round(w * scale))))
-        if hw != (h, w):
-            image = _resize(image, hw, Image.Resampling.BICUBIC)
-            maps = {k: _resize(m, hw, Image.Resampling.NEAREST) for k, m in maps.items()}
-        image = normalize(image)
-        if self.hflip and torch.rand(()).item() < 0.5:
-            image = image[:, ::-1]
-            maps = {k: m[:, ::-1] for k, m in maps.items()}
+        image, maps = _rescale(image, maps, (max(1, int(np.round(h * scale))), max(1, int(np.round(w * scale)))))
+        image, maps = _maybe_flip(normalize(image), maps, self.hflip)
         c = self.crop_size
-        (sy, dy, ny), (sx, dx, nx) = _crop_window(hw[0], c), _crop_window(hw[1], c)
-        src, dst = np.s_[sy:sy + ny, sx:sx + nx], np.s_[dy:dy + ny, dx:dx + nx]
-        out_img = np.zeros((c, c, 3), np.float32)
-        out_img[dst] = image[src]
-        out_maps = {}
+        out_img, out_maps = _random_crop(image, maps, c)
         small = (int(np.round(c * self.label_scale)),) * 2
-        for k, m in maps.items():
-            out = np.full((c, c), IGNORE_INDEX, np.int64)
-            out[dst] = m[src]
-            out_maps[k] = _resize(out, small, Image.Resampling.NEAREST) if small != (c, c) else out
+        if small != (c, c):
+            out_maps = {k: _resize(m, small, Image.Resampling.NEAREST) for k, m in out_maps.items()}
         return _to_tensors(sample, out_img, out_maps)
 
 
