@@ -19,7 +19,7 @@ floats, so ``1e-05`` as DVC writes it is a number, not a string).
 ``augment``, ``model`` (shared), ``runs`` (the variant x seed matrix), ``ssc`` and
 ``variants`` (the method and its ablation), then one section per stage that has
 settings of its own (``train_cam``, ``eval_cam``, ``make_ir_labels``, ``train_irn``,
-``make_pseudo_labels``). The VOC and COCO settings are presets
+``make_pseudo_labels``, ``train_seg``, ``eval_seg``). The VOC and COCO settings are presets
 (``presets/*.yaml``) that :func:`apply_preset` writes into params.yaml.
 
 Notebooks receive their sections through :func:`load` as well, so running a
@@ -41,7 +41,7 @@ import yaml
 __all__ = [
     "ConfigError", "Params", "DataConfig", "SyntheticConfig", "SuperpixelConfig",
     "AugmentConfig", "ModelConfig", "RunsConfig", "DownstreamConfig", "VariantConfig", "TrainCamConfig",
-    "EvalCamConfig", "CRFConfig", "MakeIrLabelsConfig", "TrainIrnConfig", "MakePseudoLabelsConfig", "need", "variant_config", "thresholds_from", "load", "from_dict", "to_dict", "project_root", "deep_merge",
+    "EvalCamConfig", "CRFConfig", "MakeIrLabelsConfig", "TrainIrnConfig", "MakePseudoLabelsConfig", "BecoConfig", "TrainSegConfig", "SegCRFConfig", "EvalSegConfig", "need", "variant_config", "thresholds_from", "load", "from_dict", "to_dict", "project_root", "deep_merge",
     "Range", "num", "read_yaml",
 ]
 
@@ -494,6 +494,118 @@ class MakePseudoLabelsConfig:
 
 
 @dataclass
+class BecoConfig:
+    """BECO's co-training (``train_seg.method: beco``; :mod:`sslib.beco`), its config's values."""
+
+    #: epochs of ClassMix on the offline pseudo labels before the online labels (BECO's
+    #: configs/beco.json: 1; the issue's recipe: 2)
+    warm_up_epochs: int = num(1, ge=0)
+    #: probability that an image of the batch gets regions of its partner pasted in
+    mix_prob: float = num(0.5, ge=0, le=1)
+    #: never paste the background class (BECO's ignore_bg)
+    ignore_bg: bool = True
+    #: half-width of the band around a pasted region's edge, pixels (BECO's bdry_size)
+    boundary_size: int = num(1, ge=1)
+    #: the band's extra weight in each network's cross-entropy: CE x (1 + w) there (BECO: 0.2)
+    boundary_weight: float = num(0.2, ge=0)
+    #: online labels: the averaged softmax of the two networks, kept above this (BECO's highres_t)
+    online_threshold: float = num(0.95, gt=0, lt=1)
+
+
+@dataclass
+class TrainSegConfig:
+    """The segmentation network on each downstream run's pseudo labels (``train_seg`` stage;
+    :class:`sslib.models.DeepLabV2`)."""
+
+    #: checkpoint and model go to <out_dir>/<variant>/seed<seed>/
+    out_dir: str = "artifacts/train_seg"
+    #: ce: one network, cross-entropy on the pseudo labels; beco: BECO's two co-trained networks
+    method: Literal["ce", "beco"] = "ce"
+    #: ce: ignore the pixels outside BECO's confidence mask (false: plain cross-entropy)
+    confidence: bool = True
+    #: DeepLabV2's backbone: resnet101 (the paper's, a torchvision file under weights/) or
+    #: efficientnet_lite0 (the synthetic default, its packaged ImageNet weights)
+    backbone: Literal["resnet101", "efficientnet_lite0"] = "efficientnet_lite0"
+    #: packaged (Lite0), a state-dict file under weights/ (ResNet-101: torchvision's
+    #: resnet101-cd907fc2.pth), or none (random init). Never a COCO-pretrained DeepLab
+    backbone_weights: str = "packaged"
+    #: DeepLabV2: 8 (the presets'); the synthetic default: 16 (8 trains 4.4x slower on a CPU)
+    output_stride: int = num(16, ge=8, le=16, multiple_of=8)
+    epochs: int = num(3, ge=1)
+    #: BECO: 16 on 4 GPUs (4 each); a multiple of 2 with beco (images are mixed in pairs)
+    batch_size: int = num(8, ge=1)
+    #: SGD with the poly schedule down to min_lr (BECO: 0.01, momentum 0.9, weight decay 1e-4,
+    #: power 0.9, min 1e-5; one learning rate for backbone and head)
+    lr: float = num(0.01, gt=0)
+    head_lr_mult: float = num(1.0, gt=0)
+    momentum: float = num(0.9, ge=0, lt=1)
+    weight_decay: float = num(1e-4, ge=0)
+    poly_power: float = num(0.9, ge=0)
+    min_lr: float = num(1e-5, ge=0)
+    #: augmentation: rescale by a factor drawn from [lo, hi] (BECO: one of 0.5 ... 2.0),
+    #: flip, crop (BECO: 512)
+    scale_range: list[float] = num([0.5, 2.0], gt=0)
+    hflip: bool = True
+    crop_size: int = num(160, ge=16, multiple_of=8)
+    beco: BecoConfig = field(default_factory=BecoConfig)
+    num_workers: int = num(0, ge=0)
+    #: mixed precision on CUDA (ignored on the CPU)
+    amp: bool = True
+    stop_on_nonfinite: bool = True
+
+    def check(self) -> None:
+        need(len(self.scale_range) == 2 and self.scale_range[0] <= self.scale_range[1],
+             "train_seg.scale_range", "need [lo, hi] with 0 < lo <= hi")
+        need(self.min_lr < self.lr, "train_seg.min_lr", f"must be below train_seg.lr ({self.lr})")
+        need(self.method != "beco" or self.batch_size % 2 == 0, "train_seg.batch_size",
+             f"BECO mixes images in pairs: need an even batch, got {self.batch_size}")
+        need(self.backbone_weights != "packaged" or self.backbone == "efficientnet_lite0",
+             "train_seg.backbone_weights",
+             f"packaged weights exist for efficientnet_lite0 only; {self.backbone} needs a torchvision "
+             "file under weights/ (e.g. weights/resnet101-cd907fc2.pth)")
+        need("coco" not in Path(self.backbone_weights).name.lower(), "train_seg.backbone_weights",
+             f"{self.backbone_weights!r} looks like a COCO-pretrained DeepLab: that puts pixel supervision "
+             "into a weakly supervised pipeline; use ImageNet weights")
+
+
+@dataclass
+class SegCRFConfig:
+    """The dense CRF after segmentation (BECO's test.py settings; :func:`sslib.crf.crf_prob`)."""
+
+    iterations: int = num(10, ge=1)
+    gauss_sxy: float = num(1.0, gt=0)
+    gauss_compat: float = num(3.0, ge=0)
+    bilateral_sxy: float = num(67.0, gt=0)
+    bilateral_srgb: float = num(3.0, gt=0)
+    bilateral_compat: float = num(4.0, ge=0)
+
+
+@dataclass
+class EvalSegConfig:
+    """Segmentation inference on the val split (``eval_seg`` stage; :mod:`sslib.inference`)."""
+
+    #: predictions go to <out_dir>/<variant>/seed<seed>/<name>.png (VOC palette PNGs)
+    out_dir: str = "artifacts/seg_predictions"
+    #: the logits of each scale, resized to the image, are fused pixel-wise (BECO's
+    #: [0.5, 0.75, 1.0, 1.25, 1.5] in the presets; the synthetic default: 1.0)
+    scales: list[float] = num([1.0], gt=0)
+    #: max (BECO's) | mean
+    fusion: Literal["max", "mean"] = "max"
+    flip: bool = False
+    #: the dense CRF on the fused softmax (the metrics give both, with and without; presets: on)
+    crf: bool = False
+    #: the CRF's image: real (the RGB image) | beco (BECO's mean-subtracted image cast to
+    #: uint8, negatives wrapped around: a quirk of the official code, see README)
+    crf_image: Literal["real", "beco"] = "real"
+    crf_settings: SegCRFConfig = field(default_factory=SegCRFConfig)
+    #: CRF processes: 0 = one per core, 1 = this process
+    workers: int = num(0, ge=0)
+
+    def check(self) -> None:
+        need(len(self.scales) >= 1, "eval_seg.scales", "name at least one scale")
+
+
+@dataclass
 class Params:
     """The whole of params.yaml: shared sections, the run matrix, then one section per stage."""
 
@@ -518,6 +630,8 @@ class Params:
     make_ir_labels: MakeIrLabelsConfig = field(default_factory=MakeIrLabelsConfig)
     train_irn: TrainIrnConfig = field(default_factory=TrainIrnConfig)
     make_pseudo_labels: MakePseudoLabelsConfig = field(default_factory=MakePseudoLabelsConfig)
+    train_seg: TrainSegConfig = field(default_factory=TrainSegConfig)
+    eval_seg: EvalSegConfig = field(default_factory=EvalSegConfig)
 
     def check(self) -> None:
         """Rules between sections (each section checked itself already)."""

@@ -1,4 +1,4 @@
-"""Dense CRF refinement of a hard label map (the fully connected CRF of Krähenbühl & Koltun).
+"""Dense CRF refinement of label maps and of class probabilities (Krähenbühl & Koltun's CRF).
 
 :func:`crf_label` is the refinement IRN applies to CAM label maps before it mines
 inter-pixel relations (IRN's ``crf_inference_label``, used unchanged by BECO and SSC):
@@ -19,7 +19,16 @@ The defaults are IRN's (t 10, gt_prob 0.7, Gaussian 3 / 3, bilateral 50 / 5 / 10
 The CRF comes from the ``pydensecrf`` module (PyPI package ``pydensecrf2``, a maintained
 build of Lucas Beyer's pydensecrf that compiles on current Python and numpy). It is
 imported only when a CRF is run, so the rest of the library works without it; without it
-:func:`crf_label` raises ImportError saying what to install.
+:func:`crf_label` (and :func:`crf_prob`) raise ImportError saying what to install.
+
+:func:`crf_prob` is the post-processing BECO applies to the segmentation network's
+softmax at test time (``utils/crf.py``'s ``DenseCRF``, called by ``test.py --crf``): the
+unary is ``-log(prob)`` (pydensecrf's ``unary_from_softmax``, probabilities clipped to
+``[1e-5, 1]``), the pairwise terms are the same two kernels with BECO's weights
+(:class:`SegCRFParams`: t 10, Gaussian xy 1 / weight 3, bilateral xy 67 / rgb 3 / weight 4),
+and it returns the marginals rather than a label map. BECO's ``test.py`` hands the CRF
+not the image but the mean-subtracted image cast to uint8 (negative values wrap around);
+:func:`beco_crf_image` rebuilds that array from the real image, for exact reproduction.
 """
 from __future__ import annotations
 
@@ -29,7 +38,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CRFParams", "crf_label", "crf_available", "INSTALL_HINT"]
+__all__ = ["CRFParams", "crf_label", "crf_available", "INSTALL_HINT",
+           "SegCRFParams", "crf_prob", "beco_crf_image", "BECO_MEAN_RGB"]
 
 #: what the ImportError of a missing CRF module says
 INSTALL_HINT = "pip install pydensecrf2 (its import name is pydensecrf)"
@@ -123,3 +133,130 @@ def crf_label(image_uint8: np.ndarray, labels: np.ndarray, n_labels: int, *, t: 
                              compat=bilateral_compat)
     q = np.asarray(crf.inference(int(t)), dtype=np.float32).reshape(n, h, w)
     return np.argmax(q, axis=0).astype(np.int64)
+
+
+# --------------------------------------------------------------------------- soft CRF (BECO)
+#: the per-channel RGB mean BECO's ``test.py`` subtracts (0..255 scale, RGB order)
+BECO_MEAN_RGB = (122.675, 116.669, 104.008)
+
+
+@dataclass(frozen=True)
+class SegCRFParams:
+    """The dense CRF BECO runs on segmentation probabilities (``utils/crf.py``'s ``DenseCRF``
+    defaults: ``iter_max`` 10, ``pos_xy_std`` 1, ``pos_w`` 3, ``bi_xy_std`` 67,
+    ``bi_rgb_std`` 3, ``bi_w`` 4); ``crf_prob(..., **p.kwargs())``."""
+
+    t: int = 10
+    gauss_sxy: float = 1
+    gauss_compat: float = 3
+    bilateral_sxy: float = 67
+    bilateral_srgb: float = 3
+    bilateral_compat: float = 4
+
+    def kwargs(self) -> dict[str, Any]:
+        """The settings as keyword arguments of :func:`crf_prob`."""
+        return dataclasses.asdict(self)
+
+
+def _import_densecrf_softmax():
+    """``(densecrf module, unary_from_softmax)``; ImportError with the install hint if missing."""
+    dcrf, _ = _import_densecrf()
+    from pydensecrf.utils import unary_from_softmax
+    return dcrf, unary_from_softmax
+
+
+def _check_image(image_uint8: np.ndarray, who: str) -> np.ndarray:
+    """The image as an array, or ValueError unless it is (H, W, 3) uint8."""
+    image = np.asarray(image_uint8)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"{who}: expected an (H, W, 3) uint8 image, got {image.dtype} {image.shape}")
+    return image
+
+
+def _check_prob(prob: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """The probabilities as an array, or ValueError unless (K, H, W) float, finite, in [0, 1]."""
+    p = np.asarray(prob)
+    if p.ndim != 3 or p.shape[0] < 1 or p.shape[1:] != hw:
+        raise ValueError(f"crf_prob: expected prob of shape (K, {hw[0]}, {hw[1]}) with K >= 1 "
+                         f"(the image is {hw}), got {p.shape}")
+    if not np.issubdtype(p.dtype, np.floating):
+        raise ValueError(f"crf_prob: prob must be floating point, got {p.dtype}")
+    if p.size and not (np.isfinite(p).all() and p.min() >= 0 and p.max() <= 1):
+        raise ValueError("crf_prob: prob must be finite and lie in [0, 1] (a softmax over K)")
+    return p
+
+
+def crf_prob(image_uint8: np.ndarray, prob: np.ndarray, *, t: int = 10, gauss_sxy: float = 1,
+             gauss_compat: float = 3, bilateral_sxy: float = 67, bilateral_srgb: float = 3,
+             bilateral_compat: float = 4) -> np.ndarray:
+    """Refine class probabilities with a dense CRF; the unary is ``-log(prob)``.
+
+    BECO's segmentation post-processing (``utils/crf.py``'s ``DenseCRF.__call__``); the
+    defaults are its settings (:class:`SegCRFParams`). Each pixel's label is the argmax
+    over K of the result.
+
+    Args:
+        image_uint8: (H, W, 3) uint8 image for the bilateral term (RGB; copied to C order
+            if it is not). For BECO's exact numbers pass :func:`beco_crf_image` of the image.
+        prob: (K, H, W) floating probabilities (a softmax over K), values in [0, 1]; they
+            are clipped to ``[1e-5, 1]`` before the log, as pydensecrf's ``unary_from_softmax``.
+        t: mean-field iterations (>= 0).
+        gauss_sxy, gauss_compat: the Gaussian term's position scale and weight.
+        bilateral_sxy, bilateral_srgb, bilateral_compat: the bilateral term's position
+            and colour scales and weight.
+
+    Returns:
+        (K, H, W) float32 marginals, summing to 1 over K at each pixel. With K == 1 they
+        are all 1 and no CRF is run.
+
+    Raises:
+        ImportError: pydensecrf is missing (the message says ``pip install pydensecrf2``).
+        ValueError: wrong shapes or dtypes, probabilities outside [0, 1], or t < 0.
+    """
+    image = _check_image(image_uint8, "crf_prob")
+    h, w = image.shape[:2]
+    p = _check_prob(prob, (h, w))
+    if int(t) != t or t < 0:
+        raise ValueError(f"crf_prob: t must be an integer >= 0, got {t}")
+    k = p.shape[0]
+    if k == 1:
+        return np.ones((1, h, w), np.float32)
+    dcrf, unary_from_softmax = _import_densecrf_softmax()
+    crf = dcrf.DenseCRF2D(w, h, k)
+    unary = unary_from_softmax(p.astype(np.float32, copy=False))
+    crf.setUnaryEnergy(np.require(unary, np.float32, ['C', 'W']))
+    crf.addPairwiseGaussian(sxy=gauss_sxy, compat=gauss_compat)
+    crf.addPairwiseBilateral(sxy=bilateral_sxy, srgb=bilateral_srgb, rgbim=np.require(image, np.uint8, ['C', 'W']),  # pydensecrf needs a writeable buffer
+                             compat=bilateral_compat)
+    return np.asarray(crf.inference(int(t)), dtype=np.float32).reshape(k, h, w)
+
+
+def beco_crf_image(image_uint8: np.ndarray) -> np.ndarray:
+    """The array BECO's ``test.py`` gives the CRF as "the image": mean-subtracted, wrapped to uint8.
+
+    BECO's ``test.py`` loads the image with PIL (``convert('RGB')``, so RGB order, full
+    resolution, HWC), its ``MeanSub`` transform makes it float32 and subtracts the RGB
+    mean :data:`BECO_MEAN_RGB` ``(122.675, 116.669, 104.008)`` (0..255 scale, no division by
+    a std), and before the CRF it casts that with ``image.astype(np.uint8)`` without
+    adding the mean back. numpy's float-to-uint8 cast of an out-of-range value is the C
+    cast (undefined behaviour); on x86-64 it truncates toward zero and keeps the low 8
+    bits, so a value -22.675 becomes -22 -> 234 and 77.325 becomes 77. This function
+    computes exactly that, explicitly, on every platform::
+
+        out = (trunc(image - mean) mod 256)  per pixel and channel
+
+    So dark pixels (below the mean) get bright values and the bilateral term sees an
+    image with false edges where a channel crosses its mean.
+
+    Args:
+        image_uint8: (H, W, 3) uint8 RGB image (the real one, as read from disk).
+
+    Returns:
+        (H, W, 3) uint8, C order.
+
+    Raises:
+        ValueError: not an (H, W, 3) uint8 array.
+    """
+    image = _check_image(image_uint8, "beco_crf_image")
+    centred = image.astype(np.float64) - np.asarray(BECO_MEAN_RGB, np.float64)
+    return np.ascontiguousarray(np.mod(np.trunc(centred).astype(np.int64), 256).astype(np.uint8))

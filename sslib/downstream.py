@@ -13,7 +13,14 @@ and turns them into
 * :func:`table`: one row per variant, mean and sample std (ddof 1) over seeds, and the
   gain of the pseudo labels over the CAMs (per seed, then mean and std);
 * :func:`gain_verdict`: whether the pseudo labels beat the CAMs on every seed;
-* :func:`report_markdown`: the text of ``reports/pseudo_labels.md``.
+* :func:`report_markdown`: the text of ``reports/pseudo_labels.md``;
+
+and, with the ``eval_seg`` metrics (segmentation mIoU on val), the paper's three columns:
+
+* :func:`paper_frame`: one row per (variant, seed): CAM, pseudo-label and segmentation mIoU;
+* :func:`paper_table`: one row per variant, mean and std over seeds, the segmentation's
+  gain over its pseudo labels, and the paper's number where the data set is the paper's;
+* :func:`paper_markdown`: the text of ``reports/paper_table.md``.
 
 The ``pseudo_label_table`` stage (:mod:`sslib.stages.pseudo_label_table`) says where the
 metrics are.
@@ -29,7 +36,8 @@ import pandas as pd
 from .ablation import to_markdown
 from .io import DataError
 
-__all__ = ["runs_frame", "table", "gain_verdict", "report_markdown", "COLUMNS"]
+__all__ = ["runs_frame", "table", "gain_verdict", "report_markdown", "COLUMNS", "PAPER_SEG_MIOU",
+           "paper_frame", "paper_table", "paper_markdown"]
 
 #: the per-run columns (fractions in the frame, percent in the table) and what they are
 COLUMNS = {
@@ -154,6 +162,140 @@ def report_markdown(tab: pd.DataFrame, *, dataset: str, split: str, seeds: Seque
         "\n## Pseudo labels against their own CAMs\n",
         "Per seed, pseudo-label mIoU minus CAM mIoU; a gain counts when it has the same sign on every seed.\n",
         to_markdown(verdicts),
+        "\n## Settings\n",
+        "\n".join(f"* `{k}`: {v}" for k, v in settings.items()),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- the paper's table
+#: the paper's segmentation mIoU (val) of SSC, per data set (Chen et al., TIP 2024)
+PAPER_SEG_MIOU = {"voc": 72.7, "coco": 47.0}
+#: the paper table's per-run columns
+PAPER_COLUMNS = {"cam_miou": "CAM mIoU (train)", "pl_miou": "pseudo-label mIoU (train)",
+                 "seg_miou": "segmentation mIoU (val)"}
+
+
+def _seg_miou(root: Path, variant: str, seed: int) -> tuple[float, float]:
+    """(final mIoU, mIoU without the CRF) of an ``eval_seg`` run."""
+    path = Path(root) / variant / f"seed{seed}" / "metrics.json"
+    try:
+        m = json.loads(path.read_text())
+        return _num(m["final"]["miou"]), _num(m["no_crf"]["miou"])
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing (run `dvc repro eval_seg@{variant}-{seed}`)") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise DataError(f"{path}: not an eval_seg metrics file ({type(e).__name__}: {e})") from None
+
+
+def paper_frame(variants: Sequence[str], seeds: Sequence[int], train_split: str,
+                roots: Mapping[str, str | Path]) -> pd.DataFrame:
+    """One row per (variant, seed): ``cam_miou``, ``pl_miou`` (train split), ``seg_miou`` and
+    ``seg_miou_no_crf`` (val split), fractions.
+
+    Args:
+        roots: stage -> its reports folder (``eval_cam``, ``make_pseudo_labels``, ``eval_seg``).
+    """
+    rows = []
+    for v in variants:
+        for s in seeds:
+            cam = _read(roots["eval_cam"], "eval_cam", v, s, train_split)["best"]
+            pl = _read(roots["make_pseudo_labels"], "make_pseudo_labels", v, s, train_split)
+            seg, seg_raw = _seg_miou(roots["eval_seg"], v, s)
+            rows.append({"variant": v, "seed": s, "cam_miou": _num(cam["miou"]), "pl_miou": _num(pl["miou"]),
+                         "seg_miou": seg, "seg_miou_no_crf": seg_raw})
+    return pd.DataFrame(rows)
+
+
+def paper_table(runs: pd.DataFrame, dataset: str, order: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per variant: ``<col>_mean`` / ``<col>_std`` (percent, std ddof 1) of CAM,
+    pseudo-label and segmentation mIoU (and without the CRF), ``seg_gain`` (segmentation
+    minus pseudo-label mIoU per seed: mean, std, min, max), ``seeds``, and ``paper_seg_miou``
+    (the paper's number for ``dataset``, NaN when the data set is not the paper's)."""
+    r = runs.copy()
+    cols = [*PAPER_COLUMNS, "seg_miou_no_crf"]
+    for k in cols:
+        r[k] = r[k].astype(float) * 100
+    r["seg_gain"] = r["seg_miou"] - r["pl_miou"]
+    g = r.groupby("variant", sort=False)
+    out: dict[str, pd.Series] = {}
+    for k in (*cols, "seg_gain"):
+        out[f"{k}_mean"], out[f"{k}_std"] = g[k].mean(), g[k].std(ddof=1)
+    out["seg_gain_min"], out["seg_gain_max"], out["seeds"] = g["seg_gain"].min(), g["seg_gain"].max(), g["seed"].count()
+    df = pd.DataFrame(out)
+    df["paper_seg_miou"] = PAPER_SEG_MIOU.get(dataset, float("nan"))
+    if order is not None:
+        df = df.reindex([v for v in order if v in df.index])
+    return df.rename_axis("variant").reset_index()
+
+
+def _sign_verdict(lo: float, hi: float, mean: float, better: str, worse: str) -> str:
+    if lo > 0:
+        return f"{mean:+.1f}: {better} on every seed"
+    if hi < 0:
+        return f"{mean:+.1f}: {worse} on every seed"
+    return f"{mean:+.1f}: mixed (better on some seeds, worse on others)"
+
+
+def variant_comparison(runs: pd.DataFrame, a: str, b: str, column: str) -> str:
+    """``b`` minus ``a`` in ``column`` (percent), per seed paired, with its spread: a verdict line."""
+    r = runs.set_index(["variant", "seed"])[column].astype(float) * 100
+    if a not in r.index.get_level_values(0) or b not in r.index.get_level_values(0):
+        return "n/a"
+    d = (r.loc[b] - r.loc[a]).dropna()
+    if d.empty:
+        return "n/a"
+    spread = f"per seed {', '.join(f'{x:+.1f}' for x in d)}"
+    return _sign_verdict(d.min(), d.max(), d.mean(), f"{b} better", f"{b} worse") + f" ({spread})"
+
+
+def paper_markdown(tab: pd.DataFrame, runs: pd.DataFrame, *, dataset: str, train_split: str, val_split: str,
+                   seeds: Sequence[int], settings: Mapping[str, object]) -> str:
+    """The text of ``paper_table.md``: the three columns per variant (mean ± std over
+    ``seeds``), the paper's number (or "not run here"), and the verdicts: segmentation
+    against its pseudo labels, and each variant against the first."""
+    paper = PAPER_SEG_MIOU.get(dataset)
+    shown = pd.DataFrame({
+        "variant": tab["variant"],
+        "CAM mIoU (train)": [_pm(r, "cam_miou") for _, r in tab.iterrows()],
+        "pseudo-label mIoU (train)": [_pm(r, "pl_miou") for _, r in tab.iterrows()],
+        "segmentation mIoU (val)": [_pm(r, "seg_miou") for _, r in tab.iterrows()],
+        "without CRF": [_pm(r, "seg_miou_no_crf") for _, r in tab.iterrows()],
+        "seeds": tab["seeds"],
+        "paper (val)": [f"{paper:.1f}" if paper is not None and v == "ssc" else
+                        ("not run here" if v == "ssc" else "") for v in tab["variant"]],
+    })
+    verdicts = pd.DataFrame({"variant": tab["variant"], "segmentation - pseudo labels (mIoU)": [
+        _sign_verdict(r["seg_gain_min"], r["seg_gain_max"], r["seg_gain_mean"], "better than its labels",
+                      "worse than its labels") for _, r in tab.iterrows()]})
+    first = tab["variant"].iloc[0]
+    vs = [(v, variant_comparison(runs, first, v, "seg_miou"), variant_comparison(runs, first, v, "pl_miou"))
+          for v in tab["variant"].iloc[1:]]
+    paper_line = (f"The paper's SSC: {paper:.1f} mIoU on {dataset.upper()} val (ResNet-101 DeepLabV2 with BECO)."
+                  if paper is not None else
+                  f"The paper's numbers (72.7 VOC val, 47.0 COCO val) are not comparable: data set `{dataset}` "
+                  "is not the paper's (not run here).")
+    lines = [
+        "# The paper's table (generated by `dvc repro paper_table`; do not edit)\n",
+        f"Data set `{dataset}`: CAMs and pseudo labels on `{train_split}`, segmentation on `{val_split}`, each "
+        f"against its ground truth; seeds {list(seeds)}. Percent; mean ± sample std over the seeds.\n",
+        "* `CAM mIoU`: each run's CAMs at its best background threshold (`eval_cam`).",
+        "* `pseudo-label mIoU`: the random-walk pseudo labels (`make_pseudo_labels`).",
+        "* `segmentation mIoU`: the network trained on them, multi-scale (and dense CRF when on) (`eval_seg`); "
+        "`without CRF`: the same before the CRF.",
+        f"* {paper_line}",
+        "",
+        to_markdown(shown),
+        "\n## Does the segmentation network improve on its labels?\n",
+        "Per seed, segmentation mIoU (val) minus pseudo-label mIoU (train); a gain counts when it has the same "
+        "sign on every seed. The splits differ, as in the paper's table.\n",
+        to_markdown(verdicts),
+        f"\n## Variants against `{first}`\n",
+        "Paired by seed; a difference counts only when it has the same sign on every seed.\n",
+        to_markdown(pd.DataFrame({"variant": [v for v, _, _ in vs],
+                                  "segmentation mIoU": [x for _, x, _ in vs],
+                                  "pseudo-label mIoU": [y for _, _, y in vs]})) if vs else "(one variant only)",
         "\n## Settings\n",
         "\n".join(f"* `{k}`: {v}" for k, v in settings.items()),
         "",

@@ -17,7 +17,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["classification_loss", "alignment_loss", "alignment_maps", "erode", "superpixel_mean", "compact_ids"]
+__all__ = ["classification_loss", "alignment_loss", "alignment_maps", "erode", "superpixel_mean", "compact_ids",
+           "seg_cross_entropy"]
 
 
 def classification_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -171,3 +172,25 @@ def _alignment(pred: torch.Tensor, ids: torch.Tensor, hw: tuple[int, int], thres
     # maps of absent classes are 0 in both cam and target: summing over all maps and
     # dividing by the present ones' pixel count is the MSE over the present maps
     return F.mse_loss(cam, target, reduction="sum")
+
+
+def seg_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
+                      mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Segmentation cross-entropy, optionally restricted to a confidence mask (a scalar).
+
+    Args:
+        logits: (N, K, H, W) class logits.
+        target: (N, H, W) int64 labels, 255 = ignore.
+        mask: (N, H, W) bool or float, nonzero = kept; None keeps every labelled pixel.
+
+    Without a mask: the mean cross-entropy over the non-ignored pixels
+    (``F.cross_entropy(ignore_index=255)``). With a mask: the mean over the pixels that
+    are kept and not ignored, 0 when there is none. ``train_seg.confidence: true``
+    ignores the pixels outside BECO's confidence mask this way.
+    """
+    if mask is None:
+        return F.cross_entropy(logits, target, ignore_index=255)
+    ce = F.cross_entropy(logits, target, ignore_index=255, reduction="none")   # (N, H, W)
+    keep = (mask != 0) & (target != 255)
+    total = torch.where(keep, ce, ce.new_zeros(())).sum()
+    return total / keep.sum().clamp_min(1).to(ce.dtype)

@@ -40,6 +40,12 @@ from sslib.config import Params, load, project_root, read_yaml
 
 __all__ = ["read_source", "run", "sync", "check", "setup", "route_outputs"]
 
+# nbformat validates notebooks with jsonschema, which imports the optional IRI checker
+# ``rfc3987_syntax`` (installed with jupyter-events) if it can; that module compiles a grammar
+# on import, 4-5 s of every notebook stage's start on a 2-core CPU. No notebook here holds an
+# IRI to check, so it is kept out (jsonschema then skips that one format check).
+sys.modules.setdefault("rfc3987_syntax", None)
+
 #: the kernel's own log (e.g. "KeyboardInterrupt caught in kernel" when papermill shuts it
 #: down) is not the notebook's output: only critical kernel errors reach the console
 _KERNEL_ARGS = ["--IPKernelApp.log_level=CRITICAL"]

@@ -40,7 +40,8 @@ __all__ = ["REPORTS", "SCRATCH", "PIPELINE_ENV", "SCRATCH_ENV", "in_pipeline", "
            "scratch_stages", "reports", "timings", "enter_root", "run_name", "run_subdir", "train_dir",
            "checkpoint", "model", "train_reports", "cam_dir", "eval_reports", "eval_root", "ir_label_dir", "ir_label_reports",
            "irn_dir", "irn_checkpoint", "irn_model", "irn_reports", "pseudo_label_dir", "pseudo_label_file",
-           "confidence_mask_file", "pseudo_label_reports", "pseudo_label_table", "notebook",
+           "confidence_mask_file", "pseudo_label_reports", "pseudo_label_table", "seg_dir", "seg_checkpoint",
+           "seg_model", "seg_reports", "seg_prediction_dir", "seg_prediction_file", "seg_eval_reports", "paper_table", "notebook",
            "figure", "data_stats", "ablation_table", "ablation_markdown", "ablation_sweep", "stage_outputs",
            "STAGE_OUT_DIRS", "NOTEBOOK_DIR"]
 
@@ -55,7 +56,8 @@ SCRATCH_ENV = "SSC_SCRATCH_STAGES"
 STAGE_OUT_DIRS = {"synthesize": ("synthetic", "out_dir"), "prepare": ("data", "prepared_dir"),
                   "superpixels": ("superpixels", "out_dir"), "train_cam": ("train_cam", "out_dir"),
                   "eval_cam": ("eval_cam", "out_dir"), "make_ir_labels": ("make_ir_labels", "out_dir"),
-                  "train_irn": ("train_irn", "out_dir"), "make_pseudo_labels": ("make_pseudo_labels", "out_dir")}
+                  "train_irn": ("train_irn", "out_dir"), "make_pseudo_labels": ("make_pseudo_labels", "out_dir"),
+                  "train_seg": ("train_seg", "out_dir"), "eval_seg": ("eval_seg", "out_dir")}
 
 # file names inside a run's folders
 CHECKPOINT, MODEL = "checkpoint.pt", "model.pt"
@@ -184,6 +186,40 @@ def pseudo_label_reports(variant: str, seed: int) -> Path:
     return reports("make_pseudo_labels") / "make_pseudo_labels" / run_subdir(variant, seed)
 
 
+def seg_dir(params: Params, variant: str, seed: int) -> Path:
+    """``<train_seg.out_dir>/<variant>/seed<seed>``: checkpoint and segmentation network of one run."""
+    return Path(params.train_seg.out_dir) / run_subdir(variant, seed)
+
+
+def seg_checkpoint(params: Params, variant: str, seed: int) -> Path:
+    return seg_dir(params, variant, seed) / CHECKPOINT
+
+
+def seg_model(params: Params, variant: str, seed: int) -> Path:
+    """The trained segmentation network(s) of one run (written when training has finished)."""
+    return seg_dir(params, variant, seed) / MODEL
+
+
+def seg_reports(variant: str, seed: int) -> Path:
+    """``reports/train_seg/<variant>/seed<seed>``: ``losses.csv`` (DVC plots), ``metrics.json``."""
+    return reports("train_seg") / "train_seg" / run_subdir(variant, seed)
+
+
+def seg_prediction_dir(params: Params, variant: str, seed: int) -> Path:
+    """``<eval_seg.out_dir>/<variant>/seed<seed>``: one VOC-palette PNG per val image, and meta.json."""
+    return Path(params.eval_seg.out_dir) / run_subdir(variant, seed)
+
+
+def seg_prediction_file(params: Params, variant: str, seed: int, name: str) -> Path:
+    """One val image's prediction: ``.../<name>.png`` (VOC palette, class ids)."""
+    return seg_prediction_dir(params, variant, seed) / f"{name}.png"
+
+
+def seg_eval_reports(variant: str, seed: int) -> Path:
+    """``reports/eval_seg/<variant>/seed<seed>``: ``metrics.json`` (val mIoU, per class, with/without CRF)."""
+    return reports("eval_seg") / "eval_seg" / run_subdir(variant, seed)
+
+
 # --------------------------------------------------------------------------- reports
 def notebook(stem: str, stage: str | None = None, run: str | None = None) -> Path:
     """The executed copy of notebook ``stem``: ``reports/notebooks/<stem>.ipynb``, or for a
@@ -211,6 +247,11 @@ def pseudo_label_table(suffix: str = "csv") -> Path:
     return reports("pseudo_label_table") / f"pseudo_labels.{suffix}"
 
 
+def paper_table(suffix: str = "csv") -> Path:
+    """``reports/paper_table.csv`` (or ``.md``): CAM, pseudo-label and segmentation mIoU per variant."""
+    return reports("paper_table") / f"paper_table.{suffix}"
+
+
 def ablation_markdown() -> Path:
     return ablation_table("md")
 
@@ -222,7 +263,7 @@ def ablation_sweep(split: str) -> Path:
 
 #: the figures each stage writes (names for :func:`figure`)
 FIGURES = {"data_report": ["data_samples"], "ablation": ["ablation_sweep", "ablation_per_class", "ablation_cams"],
-           "pseudo_label_table": ["pseudo_labels"]}
+           "pseudo_label_table": ["pseudo_labels"], "paper_table": ["segmentation"]}
 
 
 def stage_outputs(params: Params, stage: str, variant: str | None = None, seed: int | None = None,
@@ -250,6 +291,12 @@ def stage_outputs(params: Params, stage: str, variant: str | None = None, seed: 
         out += [pseudo_label_reports(variant, seed) / METRICS]
     if stage == "pseudo_label_table":
         out += [pseudo_label_table("md"), pseudo_label_table()]
+    if stage == "train_seg":
+        out += [seg_reports(variant, seed) / METRICS, seg_reports(variant, seed) / LOSSES]
+    if stage == "eval_seg":
+        out += [seg_eval_reports(variant, seed) / METRICS]
+    if stage == "paper_table":
+        out += [paper_table("md"), paper_table()]
     if stage == "ablation":
         out += [ablation_markdown(), ablation_table(), *(ablation_sweep(s) for s in params.eval_cam.splits)]
     out += [figure(stage, name) for name in FIGURES.get(stage, [])]

@@ -48,7 +48,7 @@ from .io import IGNORE_INDEX, DataError, read_png_labels, save_png, voc_palette
 __all__ = [
     "threshold_argmax", "ir_label", "score_margin", "keep_count", "confidence_mask",
     "ir_label_counts", "ir_label_scores", "ir_label_quality",
-    "save_ir_label", "load_ir_label", "save_confidence_mask", "load_confidence_mask", "files_stamp",
+    "save_ir_label", "load_ir_label", "load_pseudo_label", "save_confidence_mask", "load_confidence_mask", "files_stamp",
 ]
 
 
@@ -285,6 +285,28 @@ def load_ir_label(path: str | Path, size: tuple[int, int] | None = None) -> np.n
     if arr.dtype != np.uint8:
         raise DataError(f"{path}: expected an 8-bit IR label PNG, got {arr.dtype} values")
     _check_size(path, arr, size, "the IR label")
+    return arr
+
+
+def load_pseudo_label(path: str | Path, size: tuple[int, int] | None = None,
+                      num_classes: int | None = None) -> np.ndarray:
+    """Read a pseudo label PNG (class ids, VOC palette; 255 = ignored) as (H, W) uint8.
+
+    Raises:
+        DataError naming the file: missing, unreadable, not 8-bit, not of ``size`` (H, W),
+        or holding a class id >= ``num_classes`` (other than 255).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: pseudo label file missing")
+    arr = read_png_labels(path)
+    if arr.dtype != np.uint8:
+        raise DataError(f"{path}: expected an 8-bit pseudo label PNG, got {arr.dtype} values")
+    _check_size(path, arr, size, "the pseudo label")
+    if num_classes is not None:
+        bad = (arr >= num_classes) & (arr != IGNORE_INDEX)
+        if bad.any():
+            raise DataError(f"{path}: class id {int(arr[bad].max())} in a pseudo label of {num_classes} classes")
     return arr
 
 

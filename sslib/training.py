@@ -11,7 +11,7 @@ every stage.
   on ``distributed.init().device`` after the stage seeded torch's global RNG;
 - ``optimizers``: name -> optimizer (or ``None``). Every param group holds ``base_lr``;
   before each step, :func:`fit` sets ``lr = poly_lr(base_lr, step, max_step, poly_power)``
-  in every group of every optimizer. The first optimizer's first group's lr is logged;
+  in every group of every optimizer (never below a group's ``min_lr``, if it holds one). The first optimizer's first group's lr is logged;
 - ``step(batch, ctx) -> (loss, parts)``: the forward pass of one batch, this rank's share
   of a global batch (``batch_size // world_size`` samples, collated on the CPU).
   ``ctx`` is a :class:`StepContext` (the modules, DDP-wrapped under DDP; the epoch and
@@ -89,11 +89,12 @@ def poly_lr(base: float, step: int, max_step: int, power: float) -> float:
 
 
 def set_lr(optimizers: Sequence[torch.optim.Optimizer | None], step: int, max_step: int, power: float) -> None:
-    """Set every param group's ``lr`` to ``poly_lr(group["base_lr"], step, max_step, power)``."""
+    """Set every param group's ``lr`` to ``poly_lr(group["base_lr"], step, max_step, power)``,
+    or at least the group's ``min_lr`` where it holds one (BECO's PolyLR floor)."""
     for opt in optimizers:
         if opt is not None:
             for g in opt.param_groups:
-                g["lr"] = poly_lr(g["base_lr"], step, max_step, power)
+                g["lr"] = max(poly_lr(g["base_lr"], step, max_step, power), g.get("min_lr", 0.0))
 
 
 # --------------------------------------------------------------------------- data

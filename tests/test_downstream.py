@@ -227,3 +227,60 @@ def test_the_stage_reads_the_stages_report_folders(tmp_path, monkeypatch):
     assert csv["ir_precision_std"].tolist() == [pytest.approx(round(math.sqrt(13), 4)), 0]
     assert "* `make_pseudo_labels`: {" in r.markdown and "`model.backbone`" in r.markdown
     assert pseudo_label_table.main([]) == 0
+
+
+# --------------------------------------------------------------------------- the paper's table
+#: segmentation mIoU (final, without CRF) per variant and seed (fractions)
+SEG = {"baseline": ([0.50, 0.47, 0.53], [0.45, 0.45, 0.45]), "ssc": ([0.47, 0.52, 0.51], [0.5, 0.5, 0.5])}
+
+
+def _seg_metrics(v: str, i: int) -> dict:
+    final, raw = SEG[v][0][i], SEG[v][1][i]
+    return {"variant": v, "seed": SEEDS[i], "miou": final, "crf": True,
+            "final": {"miou": final, "per_class": {}}, "no_crf": {"miou": raw, "per_class": {}}}
+
+
+def _write_seg(root: Path) -> None:
+    for v in SEG:
+        for i, seed in enumerate(SEEDS):
+            _write(root / v / f"seed{seed}" / "metrics.json", _seg_metrics(v, i))
+
+
+def test_paper_table_means_stds_gains_and_the_papers_number(roots, tmp_path):
+    _write_seg(tmp_path / "seg")
+    runs = downstream.paper_frame(VARIANTS, SEEDS, "train", {**roots, "eval_seg": tmp_path / "seg"})
+    assert runs.shape[0] == 6 and runs.loc[4, "seg_miou"] == 0.52 and runs.loc[4, "seg_miou_no_crf"] == 0.5
+    tab = downstream.paper_table(runs, "voc").set_index("variant")
+    # baseline: seg 50, 47, 53 -> mean 50, std 3; pl 45, 46, 50 -> gains 5, 1, 3
+    assert tab.loc["baseline", "seg_miou_mean"] == pytest.approx(50)
+    assert tab.loc["baseline", "seg_miou_std"] == pytest.approx(3)
+    assert tab.loc["baseline", "cam_miou_mean"] == pytest.approx(42)
+    assert (tab.loc["baseline", "seg_gain_mean"], tab.loc["baseline", "seg_gain_min"],
+            tab.loc["baseline", "seg_gain_max"]) == (pytest.approx(3), pytest.approx(1), pytest.approx(5))
+    # ssc: seg 47, 52, 51; pl 48, 50, 52 -> gains -1, 2, -1
+    assert tab.loc["ssc", "seg_gain_mean"] == pytest.approx(0) and tab.loc["ssc", "seg_miou_no_crf_std"] == 0
+    assert (tab["paper_seg_miou"] == 72.7).all()
+    assert downstream.paper_table(runs, "synthetic")["paper_seg_miou"].isna().all()
+    assert downstream.paper_table(runs, "coco")["paper_seg_miou"].eq(47.0).all()
+
+
+def test_paper_markdown_verdicts_and_not_run_here(roots, tmp_path):
+    _write_seg(tmp_path / "seg")
+    runs = downstream.paper_frame(VARIANTS, SEEDS, "train", {**roots, "eval_seg": tmp_path / "seg"})
+    md = downstream.paper_markdown(downstream.paper_table(runs, "synthetic"), runs, dataset="synthetic",
+                                   train_split="train", val_split="val", seeds=SEEDS, settings={"k": 1})
+    assert "| baseline | 42.0 ± 2.0 | 47.0 ± 2.6 | 50.0 ± 3.0 | 45.0 ± 0.0 | 3 |" in md
+    assert "not run here" in md and "72.7 VOC val" in md
+    assert "| baseline | +3.0: better than its labels on every seed |" in md
+    assert "| ssc | +0.0: mixed (better on some seeds, worse on others) |" in md
+    # ssc - baseline per seed: seg -3, +5, -2 (mixed); pl +3, +4, +2 (better on every seed)
+    assert "| ssc | +0.0: mixed (better on some seeds, worse on others) (per seed -3.0, +5.0, -2.0) |" in md
+    assert "+3.0: ssc better on every seed (per seed +3.0, +4.0, +2.0)" in md
+    voc = downstream.paper_markdown(downstream.paper_table(runs, "voc"), runs, dataset="voc", train_split="train_aug",
+                                    val_split="val", seeds=SEEDS, settings={})
+    assert "| 72.7 |" in voc and "not run here" not in voc
+
+
+def test_a_missing_segmentation_metrics_file_names_the_stage(roots, tmp_path):
+    with pytest.raises(DataError, match=r"seg/baseline/seed0/metrics.json: missing \(run `dvc repro eval_seg@baseline-0`\)"):
+        downstream.paper_frame(VARIANTS, SEEDS, "train", {**roots, "eval_seg": tmp_path / "seg"})

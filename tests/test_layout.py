@@ -191,7 +191,9 @@ def test_the_closure_sees_lazy_and_relative_imports():
 OUT_DIR_HELPERS = {"make_ir_labels.out_dir": ("paths.ir_label_dir",),
                    "train_irn.out_dir": ("paths.irn_model", "paths.irn_dir", "paths.irn_checkpoint"),
                    "make_pseudo_labels.out_dir": ("paths.pseudo_label_file", "paths.confidence_mask_file",
-                                                  "paths.pseudo_label_dir")}
+                                                  "paths.pseudo_label_dir"),
+                   "train_seg.out_dir": ("paths.seg_model", "paths.seg_dir", "paths.seg_checkpoint"),
+                   "eval_seg.out_dir": ("paths.seg_prediction_dir", "paths.seg_prediction_file")}
 
 
 def _read_text(stage: str) -> str:

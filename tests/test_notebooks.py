@@ -30,6 +30,8 @@ OVERRIDES = {
     "make_ir_labels": ({"bg_threshold": 0.05}, lambda p: p.make_ir_labels.bg_threshold == 0.05),
     "train_irn": ({"epochs": 2}, lambda p: p.train_irn.epochs == 2),
     "make_pseudo_labels": ({"mask_ratio": 0.25}, lambda p: p.make_pseudo_labels.mask_ratio == 0.25),
+    "train_seg": ({"epochs": 3}, lambda p: p.train_seg.epochs == 3),
+    "eval_seg": ({"fusion": "mean"}, lambda p: p.eval_seg.fusion == "mean"),
 }
 
 

@@ -26,12 +26,15 @@ TINY = {
     "ssc": {"warmup_epochs": 1, "rec_loss": "l1"},
     "eval_cam": {"scales": [1.0]},
     "train_irn": {"epochs": 1, "batch_size": 5, "crop_size": 32, "radius": 4},
+    "train_seg": {"epochs": 1, "batch_size": 5, "crop_size": 32},
+    "eval_seg": {"scales": [1.0, 1.5], "crf": True, "workers": 1},
 }
 
 pytestmark = pytest.mark.slow
 # data.dvc (raw VOC/COCO) is "not in cache" in a fresh copy by design; check the pipeline only
 TRAINED = ("train_cam@cam-0", "train_cam@ssc-0", "eval_cam@cam-0", "eval_cam@ssc-0", "ablation", "inspect_cams",
-           "make_ir_labels@ssc-0", "train_irn@ssc-0", "make_pseudo_labels@ssc-0", "pseudo_label_table")
+           "make_ir_labels@ssc-0", "train_irn@ssc-0", "make_pseudo_labels@ssc-0", "pseudo_label_table",
+           "train_seg@ssc-0", "eval_seg@ssc-0", "paper_table")
 STAGES = ("synthesize", "prepare", "superpixels", "data_report", *TRAINED)
 
 
@@ -75,6 +78,7 @@ def repo(tmp_path_factory) -> Path:
     for generated in ("dvc.lock", "reports/data_stats.json", "reports/figures", "reports/train_cam",
                       "reports/eval_cam", "reports/make_ir_labels", "reports/train_irn",
                       "reports/make_pseudo_labels", "reports/pseudo_labels.md", "reports/pseudo_labels.csv", "reports/ablation", "reports/ablation.md",
+                      "reports/train_seg", "reports/eval_seg", "reports/paper_table.md", "reports/paper_table.csv",
                       "reports/ablation.csv"):
         p = dst / generated
         shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
@@ -114,6 +118,16 @@ def test_repro_from_clean_copy(repo):
     assert table[0].startswith("variant,cam_miou_mean,") and [r.split(",")[0] for r in table[1:]] == ["ssc"]
     for f in ("reports/pseudo_labels.md", "reports/figures/pseudo_labels.png",
               "reports/notebooks/29_pseudo_label_table.ipynb", "reports/train_irn/ssc/seed0/losses.csv"):
+        assert (repo / f).is_file(), f
+    assert (repo / "artifacts/train_seg/ssc/seed0/model.pt").is_file()
+    assert len(list((repo / "artifacts/seg_predictions/ssc/seed0").glob("*.png"))) == 4
+    seg = json.loads((repo / "reports/eval_seg/ssc/seed0/metrics.json").read_text())
+    assert seg["images"] == 4 and seg["crf"] is True and 0 <= seg["no_crf"]["miou"] <= 1
+    table = (repo / "reports/paper_table.csv").read_text().splitlines()
+    assert table[0].startswith("variant,cam_miou_mean,") and [r.split(",")[0] for r in table[1:]] == ["ssc"]
+    assert "not run here" in (repo / "reports/paper_table.md").read_text()
+    for f in ("reports/figures/segmentation.png", "reports/notebooks/39_paper_table.ipynb",
+              "reports/train_seg/ssc/seed0/losses.csv", "reports/notebooks/eval_seg/ssc-seed0.ipynb"):
         assert (repo / f).is_file(), f
 
 

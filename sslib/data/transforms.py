@@ -41,7 +41,7 @@ __all__ = [
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 #: maps whose crop padding is IGNORE_INDEX (the others are superpixel ids)
-LABEL_MAPS = ("mask", "ir_label")
+LABEL_MAPS = ("mask", "ir_label", "pseudo_label", "confidence")
 
 
 def normalize(image: np.ndarray) -> np.ndarray:
@@ -80,7 +80,7 @@ def _to_tensors(sample: dict[str, Any], image: np.ndarray, maps: dict[str, np.nd
 
 def _maps(sample: dict[str, Any]) -> dict[str, np.ndarray]:
     """The (H, W) integer maps of a sample (mask, superpixels) as int64 numpy arrays."""
-    return {k: np.asarray(sample[k]).astype(np.int64) for k in ("mask", "superpixels", "ir_label")
+    return {k: np.asarray(sample[k]).astype(np.int64) for k in ("mask", "superpixels", *LABEL_MAPS[1:])
             if k in sample}
 
 

@@ -4,6 +4,9 @@
   :mod:`sslib.models.backbones`) with DRS and a 1x1 classifier; ``scores, cams = net(images)``;
 * :class:`BoundaryNet`: IRN's class-boundary branch on a frozen backbone; ``logits = net(images)``
   at stride 4, ``net.boundary(images)`` flip-averaged probabilities (:mod:`sslib.models.irn`);
+* :class:`DeepLabV2`: the segmentation network (ResNet-101 at stride 8 or Lite0, the summed
+  ASPP head); ``logits = net(images)`` at the output stride, ``net.full(images)`` upsampled
+  (:mod:`sslib.models.deeplab`); :func:`load_seg_nets` reads a trained run's;
 * :class:`Decoder`: CAM logits -> RGB image in [-1, 1] (CAM-driven reconstruction);
 * :func:`build_reconstruction_loss`: ``loss(rec, image)``, perceptual (VGG-19 or Lite0), L1 or L2;
 * :mod:`sslib.models.weights`: local torchvision weights files (never downloaded), the
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 from .backbones import BACKBONES, build_backbone
 from .cam_net import CAMNet, DRSBottleneck, drs, load_trained
+from .deeplab import DeepLabV2, load_seg_nets
 from .decoder import Decoder, LayerNorm2d
 from .irn import BoundaryNet, load_boundary_net
 from .perceptual import (
@@ -25,5 +29,5 @@ __all__ = [
     "BACKBONES", "LOSS_NETWORKS", "build_backbone", "CAMNet", "DRSBottleneck", "drs", "load_trained", "Decoder", "LayerNorm2d", "PerceptualLoss", "ReconstructionLoss",
     "build_reconstruction_loss", "tanh_to_imagenet", "imagenet_to_tanh", "VGG_LAYER_INDICES",
     "VGG_LAYER_NAMES", "VGG_LAYER_WEIGHTS", "WeightsError", "load_weights",
-    "BoundaryNet", "load_boundary_net",
+    "BoundaryNet", "load_boundary_net", "DeepLabV2", "load_seg_nets",
 ]

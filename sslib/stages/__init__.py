@@ -20,6 +20,9 @@ make_ir_labels      20_make_ir_labels         IRN's IR labels per downstream run
 train_irn           21_train_irn              IRN's boundary network per downstream run
 make_pseudo_labels  22_make_pseudo_labels     random-walk pseudo labels, confidence masks, quality
 pseudo_label_table  29_pseudo_label_table     CAM -> pseudo-label table over the downstream runs
+train_seg           30_train_seg              DeepLabV2 (or BECO's pair) per downstream run
+eval_seg            31_eval_seg               multi-scale + CRF predictions on val, their mIoU
+paper_table         39_paper_table            CAM / pseudo-label / segmentation table, figure
 ablation            50_ablation               the ablation table, curves and figures
 ==================  ========================  ==================================================
 """
@@ -36,10 +39,13 @@ STAGES: dict[str, str | None] = {
     "train_irn": "21_train_irn",
     "make_pseudo_labels": "22_make_pseudo_labels",
     "pseudo_label_table": "29_pseudo_label_table",
+    "train_seg": "30_train_seg",
+    "eval_seg": "31_eval_seg",
+    "paper_table": "39_paper_table",
     "ablation": "50_ablation",
 }
 #: stages that run once per variant and seed (DVC matrix stages): of ``runs``, or of
 #: ``runs.downstream`` for those in :data:`DOWNSTREAM`
-PER_RUN = ("train_cam", "eval_cam", "make_ir_labels", "train_irn", "make_pseudo_labels")
+PER_RUN = ("train_cam", "eval_cam", "make_ir_labels", "train_irn", "make_pseudo_labels", "train_seg", "eval_seg")
 #: per-run stages whose matrix is ``runs.downstream`` (the runs that feed pseudo labels)
-DOWNSTREAM = ("make_ir_labels", "train_irn", "make_pseudo_labels")
+DOWNSTREAM = ("make_ir_labels", "train_irn", "make_pseudo_labels", "train_seg", "eval_seg")
