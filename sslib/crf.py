@@ -106,10 +106,8 @@ def crf_label(image_uint8: np.ndarray, labels: np.ndarray, n_labels: int, *, t: 
         ImportError: pydensecrf is missing (the message says ``pip install pydensecrf2``).
         ValueError: wrong shapes, dtype, or labels out of range.
     """
-    image = np.asarray(image_uint8)
+    image = _check_image(image_uint8, "crf_label")
     lab = np.asarray(labels)
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"crf_label: expected an (H, W, 3) uint8 image, got {image.dtype} {image.shape}")
     h, w = image.shape[:2]
     if lab.shape != (h, w):
         raise ValueError(f"crf_label: labels are {lab.shape}, the image is {(h, w)}")
@@ -125,14 +123,24 @@ def crf_label(image_uint8: np.ndarray, labels: np.ndarray, n_labels: int, *, t: 
     if n == 1:
         return np.zeros((h, w), np.int64)
     dcrf, unary_from_labels = _import_densecrf()
-    crf = dcrf.DenseCRF2D(w, h, n)
     unary = unary_from_labels(lab.astype(np.int64), n, gt_prob=gt_prob, zero_unsure=False)
+    q = _mean_field(dcrf, image, unary, n, t, gauss_sxy, gauss_compat, bilateral_sxy, bilateral_srgb,
+                    bilateral_compat)
+    return np.argmax(q, axis=0).astype(np.int64)
+
+
+def _mean_field(dcrf, image: np.ndarray, unary: np.ndarray, n: int, t: int, gauss_sxy: float,
+                gauss_compat: float, bilateral_sxy: float, bilateral_srgb: float,
+                bilateral_compat: float) -> np.ndarray:
+    """``t`` mean-field iterations of a dense CRF with ``unary`` (n, H*W) on ``image``
+    (H, W, 3) uint8 and the Gaussian + bilateral terms; returns (n, H, W) float32 marginals."""
+    h, w = image.shape[:2]
+    crf = dcrf.DenseCRF2D(w, h, n)
     crf.setUnaryEnergy(np.require(unary, np.float32, ['C', 'W']))
     crf.addPairwiseGaussian(sxy=gauss_sxy, compat=gauss_compat)
     crf.addPairwiseBilateral(sxy=bilateral_sxy, srgb=bilateral_srgb, rgbim=np.require(image, np.uint8, ['C', 'W']),  # pydensecrf needs a writeable buffer
                              compat=bilateral_compat)
-    q = np.asarray(crf.inference(int(t)), dtype=np.float32).reshape(n, h, w)
-    return np.argmax(q, axis=0).astype(np.int64)
+    return np.asarray(crf.inference(int(t)), dtype=np.float32).reshape(n, h, w)
 
 
 # --------------------------------------------------------------------------- soft CRF (BECO)
@@ -222,13 +230,9 @@ def crf_prob(image_uint8: np.ndarray, prob: np.ndarray, *, t: int = 10, gauss_sx
     if k == 1:
         return np.ones((1, h, w), np.float32)
     dcrf, unary_from_softmax = _import_densecrf_softmax()
-    crf = dcrf.DenseCRF2D(w, h, k)
     unary = unary_from_softmax(p.astype(np.float32, copy=False))
-    crf.setUnaryEnergy(np.require(unary, np.float32, ['C', 'W']))
-    crf.addPairwiseGaussian(sxy=gauss_sxy, compat=gauss_compat)
-    crf.addPairwiseBilateral(sxy=bilateral_sxy, srgb=bilateral_srgb, rgbim=np.require(image, np.uint8, ['C', 'W']),  # pydensecrf needs a writeable buffer
-                             compat=bilateral_compat)
-    return np.asarray(crf.inference(int(t)), dtype=np.float32).reshape(k, h, w)
+    return _mean_field(dcrf, image, unary, k, t, gauss_sxy, gauss_compat, bilateral_sxy, bilateral_srgb,
+                       bilateral_compat)
 
 
 def beco_crf_image(image_uint8: np.ndarray) -> np.ndarray:
