@@ -113,7 +113,8 @@ def _build(params: Params, v: VariantConfig, num_classes: int, device: torch.dev
 
     t, m = params.train_cam, params.model
     net = CAMNet(num_classes, backbone=m.backbone, drs_delta=v.drs_delta, weights=m.backbone_weights,
-                 frozen_stages=m.frozen_stages, bn_eval=m.bn_eval).to(device)
+                 frozen_stages=m.frozen_stages, bn_eval=m.bn_eval)
+    net = net.to(device, memory_format=torch.channels_last)  # 30 % faster CPU step (README, speed)
     backbone, classifier = net.param_groups()
     opt = torch.optim.SGD([
         {"params": backbone, "lr": t.lr, "base_lr": t.lr},
@@ -142,6 +143,7 @@ def _ssc_step(v: VariantConfig, rec_loss: nn.Module | None):
         zero = image.new_zeros(())
         with ctx.autocast():
             scores, cams = net(image)  # (N, C), (N, C, H/16, W/16)
+            cams = cams.contiguous()   # the decoder runs faster in the default layout
             l_cls = classification_loss(scores.float(), label)
             l_rec = zero
             if decoder is not None:

@@ -97,7 +97,8 @@ def _build(params: Params, device: torch.device) -> tuple[torch.nn.Module, torch
     from ..models import BoundaryNet
 
     t = params.train_irn
-    net = BoundaryNet(backbone=params.model.backbone, weights=params.model.backbone_weights).to(device)
+    net = BoundaryNet(backbone=params.model.backbone, weights=params.model.backbone_weights)
+    net = net.to(device, memory_format=torch.channels_last)  # 39 % faster CPU step (README, speed)
     _, head = net.param_groups()
     opt = torch.optim.SGD([{"params": head, "lr": t.lr, "base_lr": t.lr}], lr=t.lr, momentum=t.momentum,
                           weight_decay=t.weight_decay)
