@@ -92,6 +92,59 @@ def make_coco(root: Path, train: dict[str, np.ndarray], val: dict[str, np.ndarra
     return root
 
 
+def make_coco_download(root: Path, images: dict[str, dict[str, list[tuple]]]) -> dict[str, np.ndarray]:
+    """COCO 2014 as downloaded: ``<root>/<subset>/<name>.jpg`` and
+    ``<root>/annotations/instances_<subset>.json``, no lists and no class masks.
+
+    Args:
+        images: ``{subset: {name: [(category_id, (x0, y0, x1, y1), iscrowd), ...]}}``, each
+            box a rectangle polygon covering rows y0..y1-1 and columns x0..x1-1, in JSON order.
+
+    Returns:
+        ``{name: mask}``: the expected class masks, painted by hand (crowd boxes left out,
+        later boxes on top, category ids renumbered to 1..80).
+    """
+    from sslib.data.coco_masks import CATEGORY_TO_CLASS
+
+    expected, ann_id, img_id = {}, 1, 1
+    for sub, named in images.items():
+        entries, anns = [], []
+        for name, boxes in named.items():
+            m = np.zeros((H, W), np.uint8)
+            for cid, (x0, y0, x1, y1), crowd in boxes:
+                if crowd:
+                    seg = {"size": [H, W], "counts": _column_rle(H, W, (x0, y0, x1, y1))}
+                else:
+                    seg = [[x0, y0, x1, y0, x1, y1, x0, y1]]
+                    m[y0:y1, x0:x1] = CATEGORY_TO_CLASS.get(cid, 0)
+                anns.append({"id": ann_id, "image_id": img_id, "category_id": cid, "iscrowd": int(crowd),
+                             "segmentation": seg, "area": float((x1 - x0) * (y1 - y0)), "bbox": [x0, y0, x1 - x0, y1 - y0]})
+                ann_id += 1
+            save_jpeg(root / sub / f"{name}.jpg", image_for(m))
+            entries.append({"id": img_id, "file_name": f"{name}.jpg", "height": H, "width": W})
+            expected[name] = m
+            img_id += 1
+        write_json(root / "annotations" / f"instances_{sub}.json",
+                   {"images": entries, "annotations": anns, "categories": []})
+    return expected
+
+
+def _column_rle(h: int, w: int, box: tuple[int, int, int, int]) -> list[int]:
+    """COCO's uncompressed RLE (column-major run lengths, starting with zeros) of a box."""
+    m = np.zeros((h, w), np.uint8)
+    x0, y0, x1, y1 = box
+    m[y0:y1, x0:x1] = 1
+    flat = m.T.ravel()
+    runs, cur, n = [], 0, 0
+    for v in flat:
+        if v != cur:
+            runs.append(n)
+            cur, n = v, 0
+        n += 1
+    runs.append(n)
+    return runs
+
+
 def data_cfg(tmp: Path, dataset: str = "voc", root: Path | None = None, sbd: Path | None = None,
              **kw) -> DataConfig:
     return DataConfig(dataset=dataset, root=str(root or tmp / "root"), sbd_root=str(sbd or ""),

@@ -10,6 +10,12 @@ Expected layout (``data.root`` is this folder)::
     <root>/ImageSets/train.txt                         one name per line, no extension
     <root>/ImageSets/val.txt
 
+or COCO as downloaded: the image folders and ``<root>/annotations/instances_train2014.json``
+/ ``instances_val2014.json``. From those the prepare stage makes the masks
+(:mod:`sslib.data.coco_masks`) under ``<prepared_dir>/SegmentationClass/<subset>/`` and the
+lists ``train`` / ``val`` (every image of the file) under ``<prepared_dir>/lists/``; masks
+are looked for in ``<root>/SegmentationClass/<subset>`` first, then there.
+
 Split ``train`` (and any split whose name starts with ``train``, e.g. a subset list
 ``train_1k``) reads the ``train2014`` folders; ``val`` (``val*``) reads ``val2014``.
 Lists are looked for in ``<prepared_dir>/lists/<split>.txt`` first, then
@@ -24,7 +30,7 @@ from ..io import DataError, read_lines
 from .base import SegDataset, check_images_exist, find_split_list, list_stems, load_label_cache
 
 __all__ = [
-    "COCO_CLASSES", "COCODataset", "subset_of", "image_dir", "mask_dir",
+    "COCO_CLASSES", "COCODataset", "subset_of", "image_dir", "mask_dir", "mask_dirs",
     "split_list_candidates", "IMAGE_SUFFIX", "MASK_SUFFIX",
 ]
 
@@ -65,8 +71,14 @@ def image_dir(root: str | Path, split: str) -> Path:
 
 
 def mask_dir(root: str | Path, split: str) -> Path:
-    """``<root>/SegmentationClass/<subset>``."""
+    """``<root>/SegmentationClass/<subset>``: masks that come with the data."""
     return Path(root) / "SegmentationClass" / subset_of(split)
+
+
+def mask_dirs(root: str | Path, prepared_dir: str | Path, split: str) -> list[Path]:
+    """Folders searched for ``<name>.png`` masks, in order: the data's own, then the ones the
+    prepare stage made from the instance annotations."""
+    return [mask_dir(root, split), Path(prepared_dir) / "SegmentationClass" / subset_of(split)]
 
 
 def split_list_candidates(root: str | Path, prepared_dir: str | Path, split: str) -> list[Path]:
@@ -95,23 +107,24 @@ class COCODataset(SegDataset):
             f"create it with one image name per line (no extension), e.g. from the file names in "
             f"{Path(root) / subset_of(split)}")
         self.image_dir = image_dir(root, split)
-        self.mask_dir = mask_dir(root, split)
+        self.mask_dirs = mask_dirs(root, prepared_dir, split)
         names = read_lines(self.list_path)
         check_images_exist(names, self.image_dir, IMAGE_SUFFIX, self.list_path)
         labels = load_label_cache(prepared_dir, self.classes, names)
-        self._mask_stems: set[str] | None = None
+        self._mask_stems: list[tuple[Path, set[str]]] | None = None
         self._setup(names, labels, transform=transform, superpixel_dir=superpixel_dir,
                     with_mask=with_mask)
         if with_mask:
             self._masks()
 
-    def _masks(self) -> set[str]:
+    def _masks(self) -> list[tuple[Path, set[str]]]:
         if self._mask_stems is None:
-            self._mask_stems = list_stems(self.mask_dir, MASK_SUFFIX)
+            self._mask_stems = [(d, list_stems(d, MASK_SUFFIX)) for d in self.mask_dirs]
         return self._mask_stems
 
     def image_path(self, name: str) -> Path:
         return self.image_dir / f"{name}{IMAGE_SUFFIX}"
 
     def mask_path(self, name: str) -> Path | None:
-        return self.mask_dir / f"{name}{MASK_SUFFIX}" if name in self._masks() else None
+        """The first ``<dir>/<name>.png`` in :func:`mask_dirs` order, or None."""
+        return next((d / f"{name}{MASK_SUFFIX}" for d, stems in self._masks() if name in stems), None)

@@ -25,6 +25,12 @@ Its masks are VOC's own ``SegmentationClass/<name>.png`` where one exists (it ha
 ``train_aug.txt`` inside ``<root>/ImageSets/Segmentation/`` (with masks in
 ``<root>/SegmentationClassAug/``) is used as it is.
 
+**COCO as downloaded** (the image folders and ``annotations/instances_<subset>.json``,
+no ``ImageSets`` or ``SegmentationClass``): the lists ``train`` / ``val`` are every image of
+the instances file, and the class masks the data lacks are made from the annotations under
+``<prepared_dir>/SegmentationClass/<subset>/`` (:mod:`sslib.data.coco_masks`; needs the
+``coco`` extra, pycocotools), resumably, before the usual checks.
+
 Every file is written atomically, and nothing from an earlier run is removed until the
 new outputs are complete (``labels.json`` is written after the masks and lists; stale
 lists and masks are removed last).
@@ -213,28 +219,57 @@ def _plan_voc(data_cfg: DataConfig, classes: tuple[str, ...]) -> _Plan:
     return _Plan(classes, lists, tasks, aug_names)
 
 
-def _plan_coco(data_cfg: DataConfig) -> _Plan:
-    root = Path(data_cfg.root)
+def _plan_coco(data_cfg: DataConfig, progress: bool = True, workers: int | None = None) -> _Plan:
+    """COCO's lists and masks; from ``annotations/instances_<subset>.json`` where the data has
+    none (lists ``train`` / ``val`` of every image in the file, masks made under
+    ``<prepared_dir>/SegmentationClass/<subset>`` by :mod:`sslib.data.coco_masks`)."""
+    from . import coco_masks
+
+    root, prepared = Path(data_cfg.root), Path(data_cfg.prepared_dir)
     lists: dict[str, list[str]] = {}
     tasks: dict[str, _Task] = {}
     required = {data_cfg.train_split, data_cfg.val_split}
     C = len(coco.COCO_CLASSES)
     listings: dict[Path, set[str]] = {}
+    entries: dict[Path, list] = {}  # instances file -> its images (parsed once)
+
+    def images_of(ann: Path) -> list:
+        if ann not in entries:
+            entries[ann] = coco_masks.image_entries(coco_masks.load_instances(ann), ann)
+        return entries[ann]
+
     for split in _splits(data_cfg):
         path = root / "ImageSets" / f"{split}.txt"
-        names = _read_list(path, split in required, "create it with one image name per line (no extension)")
+        sub = coco.subset_of(split)
+        ann = coco_masks.instances_file(root, sub)
+        names = _read_list(path, False, "")
+        if names is None and split in ("train", "val") and ann.is_file():
+            names, path = [e.name for e in images_of(ann)], ann
+            if not names:
+                raise DataError(f"{ann}: lists no images")
         if names is None:
+            if split in required:
+                raise DataError(f"{path}: split list not found; create it with one image name per line "
+                                f"(no extension), or put COCO's {ann.name} at {ann} (splits train and val)")
             continue
-        img_dir, msk_dir = coco.image_dir(root, split), coco.mask_dir(root, split)
-        for d, suffix in ((img_dir, coco.IMAGE_SUFFIX), (msk_dir, coco.MASK_SUFFIX)):
-            if d not in listings:
-                listings[d] = list_stems(d, suffix)
+        img_dir = coco.image_dir(root, split)
+        if img_dir not in listings:
+            listings[img_dir] = list_stems(img_dir, coco.IMAGE_SUFFIX)
         check_images_exist(names, img_dir, coco.IMAGE_SUFFIX, path, listings[img_dir])
-        lacking = [n for n in names if n not in listings[msk_dir]]
-        if lacking:
-            raise _missing(lacking, str(path), lambda n: f"{msk_dir / n}{coco.MASK_SUFFIX}")
+        dirs = coco.mask_dirs(root, prepared, split)
+        own = list_stems(dirs[0], coco.MASK_SUFFIX)
+        lacking = [n for n in names if n not in own]
+        if lacking and ann.is_file():
+            coco_masks.write_class_masks(ann, img_dir, dirs[1], names=lacking, workers=workers, progress=progress,
+                                         entries=images_of(ann))
+        made = list_stems(dirs[1], coco.MASK_SUFFIX) if lacking else set()
+        still = [n for n in lacking if n not in made]
+        if still:
+            raise _missing(still, str(path), lambda n: " or ".join(f"{d / n}{coco.MASK_SUFFIX}" for d in dirs)
+                           + ("" if ann.is_file() else f" (or put COCO's {ann.name} at {ann})"))
         for n in names:
-            t = _Task(n, img_dir / f"{n}{coco.IMAGE_SUFFIX}", msk_dir / f"{n}{coco.MASK_SUFFIX}", "png", None, C)
+            mask = (dirs[0] if n in own else dirs[1]) / f"{n}{coco.MASK_SUFFIX}"
+            t = _Task(n, img_dir / f"{n}{coco.IMAGE_SUFFIX}", mask, "png", None, C)
             if tasks.setdefault(n, t) != t:
                 raise DataError(f"{path}: image name {n!r} occurs in two folders ({tasks[n].image} and "
                                 f"{t.image}); names must be unique across splits")
@@ -297,7 +332,7 @@ def prepare(data_cfg: DataConfig, progress: bool = True, *, workers: int | None 
         also written to ``<prepared_dir>/summary.json``.
     """
     if data_cfg.dataset == "coco":
-        plan = _plan_coco(data_cfg)
+        plan = _plan_coco(data_cfg, progress, workers)
     elif data_cfg.dataset in ("voc", "synthetic"):
         classes = voc.VOC_CLASSES if data_cfg.dataset == "voc" else voc.synthetic_classes(data_cfg.root)
         if data_cfg.dataset == "synthetic" and data_cfg.sbd_root:
