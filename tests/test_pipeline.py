@@ -189,7 +189,7 @@ def test_notebook_run_by_hand_writes_to_scratch(repo, tmp_path):
 
 def test_superpixel_param_invalidates_only_dependents(repo):
     """One superpixel parameter changed and its stage reproduced: exactly the stages that read
-    the maps (data_report and every train_cam) are out of date, none further down; the old
+    the maps (data_report, inspect_cams and every train_cam) are out of date, none further down; the old
     value back, `dvc repro` restores the same maps (rerun or from DVC's run cache), so
     nothing downstream reruns. (Checked with `dvc status` rather than by rerunning every
     dependent, which took 4 of the suite's 14 minutes.)"""
@@ -198,7 +198,7 @@ def test_superpixel_param_invalidates_only_dependents(repo):
     _set_params(repo, {"superpixels": {"slic": {"n_segments": 20}}})
     assert _ran(_dvc(repo, "repro", "superpixels")) == {"superpixels"}
     changed = set(re.findall(r"^(\S+):$", _dvc(repo, "status", *STAGES).stdout, re.M))
-    assert changed == {"data_report", "train_cam@cam-0", "train_cam@ssc-0"}
+    assert changed == {"data_report", "inspect_cams", "train_cam@cam-0", "train_cam@ssc-0"}
     p.write_text(good)
     assert _ran(_dvc(repo, "repro")) <= {"superpixels"}
     assert "changed" not in _dvc(repo, "status", *STAGES).stdout
