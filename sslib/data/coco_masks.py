@@ -170,7 +170,8 @@ def write_class_masks(instances: str | Path, image_dir: str | Path, out_dir: str
     Args:
         instances: an ``instances_<subset>.json``.
         image_dir: the folder of its images; each listed image must be ``<name>.jpg`` there.
-        workers: processes (None: one per core, at most 8, from 2,000 images on; 1: here).
+        workers: processes (None: one per core, at most 8, from
+            :data:`sslib.data.prepare.PARALLEL_MIN_IMAGES` images on; 1: here).
         names: only these images (default: all of the file).
         entries: :func:`image_entries` of ``instances`` if already read (COCO's train file
             takes seconds and gigabytes to parse).
@@ -202,7 +203,9 @@ def write_class_masks(instances: str | Path, image_dir: str | Path, out_dir: str
         keep = False
     tasks = [(e, out_dir / f"{e.name}.png", keep) for e in entries]
     if workers is None:
-        workers = min(os.cpu_count() or 1, 8) if len(tasks) >= 2000 else 1
+        from .prepare import PARALLEL_MIN_IMAGES  # the prepare stage's rule, one place
+
+        workers = min(os.cpu_count() or 1, 8) if len(tasks) >= PARALLEL_MIN_IMAGES else 1
     written = 0
     with tqdm(total=len(tasks), desc=f"COCO masks {instances.stem}", unit="img", disable=not progress) as bar:
         if workers <= 1:
