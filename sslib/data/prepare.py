@@ -257,7 +257,9 @@ def _plan_coco(data_cfg: DataConfig, progress: bool = True, workers: int | None 
             listings[img_dir] = list_stems(img_dir, coco.IMAGE_SUFFIX)
         check_images_exist(names, img_dir, coco.IMAGE_SUFFIX, path, listings[img_dir])
         dirs = coco.mask_dirs(root, prepared, split)
-        own = list_stems(dirs[0], coco.MASK_SUFFIX)
+        if dirs[0] not in listings:
+            listings[dirs[0]] = list_stems(dirs[0], coco.MASK_SUFFIX)
+        own = listings[dirs[0]]
         lacking = [n for n in names if n not in own]
         if lacking and ann.is_file():
             coco_masks.write_class_masks(ann, img_dir, dirs[1], names=lacking, workers=workers, progress=progress,
