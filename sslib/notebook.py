@@ -50,6 +50,14 @@ sys.modules.setdefault("rfc3987_syntax", None)
 #: down) is not the notebook's output: only critical kernel errors reach the console
 _KERNEL_ARGS = ["--IPKernelApp.log_level=CRITICAL"]
 
+#: how papermill ends the kernel once the last cell has run. "immediate" kills it instead of
+#: asking it to exit: every output the kernel had is already in the executed notebook and
+#: every stage writes its files inside its cells (atomically), so nothing is lost, and a
+#: stage no longer waits 1-2 s for the interpreter to tear down torch, matplotlib and the
+#: rest (measured on notebooks/31_eval_seg.py: 18.2 -> 16.4 s; ~1.5 min over the default
+#: pipeline's 68 notebook runs).
+_SHUTDOWN = "immediate"
+
 
 def setup(stage: str, params_path: str | Path = "params.yaml", **overrides: dict) -> Params:
     """The first call of every notebook: the params its stage runs with.
@@ -129,7 +137,7 @@ def run(source: str | Path, output: str | Path | None = None, parameters: dict |
             executed = papermill.execute_notebook(
                 nb, str(tmp), parameters=parameters or {}, cwd=str(root), kernel_name="python3",
                 progress_bar=False, log_output=log_output, stdout_file=None, stderr_file=None,
-                extra_arguments=_KERNEL_ARGS,
+                extra_arguments=_KERNEL_ARGS, shutdown_kernel=_SHUTDOWN,
             )
     except BaseException:
         if tmp.exists():

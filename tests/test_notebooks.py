@@ -191,3 +191,17 @@ def test_route_outputs_redirects_only_the_stage_run_by_hand(monkeypatch):
     assert paths.reports("train_cam") == Path("scratch/reports") and paths.reports("eval_cam") == Path("reports")
     synth = notebook.route_outputs(params, "synthesize")  # the synthetic set is also data.root
     assert synth.synthetic.out_dir == synth.data.root == str(Path("scratch") / params.synthetic.out_dir)
+
+
+def test_run_kills_the_kernel_once_the_cells_are_done(tmp_path):
+    """The kernel is ended at once, not asked to exit (its interpreter's teardown cost every
+    stage 1-2 s): exit handlers do not run, so no stage may rely on them; the cells' own
+    output is all there."""
+    (tmp_path / "params.yaml").write_text("{}\n")
+    flag = tmp_path / "atexit.txt"
+    src = tmp_path / "01_t.py"
+    src.write_text(f'# %% tags=["parameters"]\nvalue = 1\n\n# %%\nimport atexit, pathlib\natexit.register(pathlib.Path({str(flag)!r}).write_text, "ran")\n'
+                   'print("cells done")\n')
+    out = notebook.run(src, log_output=False)
+    assert "cells done" in out.read_text()
+    assert not flag.exists()

@@ -173,7 +173,8 @@ def _make_labels(params: Params, variant: str, seed: int, keep: bool,
         else:
             with mp.get_context("spawn").Pool(workers) as pool:
                 tasks = [(params, variant, seed, i, keep) for i in range(n)]
-                for r in pool.imap_unordered(_label_task, tasks, chunksize=max(1, min(16, n // (4 * workers)))):
+                # small chunks: the last one keeps a single worker busy while the others idle
+                for r in pool.imap_unordered(_label_task, tasks, chunksize=max(1, min(4, n // (4 * workers)))):
                     counts[r] += 1
                     bar.update()
     return counts
