@@ -9,7 +9,7 @@ runs are the first setting, the committed superpixels)::
 For each other superpixel setting it runs, in a temporary copy (``--temp``, the workspace
 and its committed results untouched)::
 
-    dvc exp run --temp -n asm-<setting> -S <key>=<value> ... data_report eval_cam@+asm-<seed> ...
+    dvc exp run --temp -n asm-<setting> -S <key>=<value> ... data_report pipeline/eval_cam/dvc.yaml:eval_cam@+asm-<seed> ...
 
 which recomputes the superpixels, retrains ``+asm`` for every seed of ``runs.seeds`` and
 evaluates it (``baseline`` reads no superpixels, so its runs are the same in every
@@ -54,7 +54,7 @@ def _exp_name(setting: str) -> str:
 def run_setting(setting: str, seeds: list[int]) -> None:
     """``dvc exp run --temp`` of ``+asm`` (every seed) and the data report with ``setting``."""
     sets = [a for k, v in SETTINGS[setting].items() for a in ("-S", f"{k}={v}")]
-    targets = ["data_report", *(f"eval_cam@+asm-{s}" for s in seeds)]
+    targets = ["data_report", *(f"pipeline/eval_cam/dvc.yaml:eval_cam@+asm-{s}" for s in seeds)]
     cmd = ["dvc", "exp", "run", "--temp", "-n", _exp_name(setting), *sets, *targets]
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, cwd=ROOT, check=True)

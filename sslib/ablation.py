@@ -53,7 +53,7 @@ def _read_metrics(root: Path, variant: str, seed: int) -> dict:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise DataError(f"{path}: missing (run `dvc repro eval_cam@{variant}-{seed}`)") from None
+        raise DataError(f"{path}: missing (run `dvc repro pipeline/eval_cam/dvc.yaml:eval_cam@{variant}-{seed}`)") from None
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: not valid JSON ({e})") from None
 
@@ -153,7 +153,7 @@ def sweep_frame(variants: Sequence[str], seeds: Sequence[int], root: str | Path)
         for s in seeds:
             path = Path(root) / v / f"seed{s}" / "sweep.csv"
             if not path.is_file():
-                raise DataError(f"{path}: missing (run `dvc repro eval_cam@{v}-{s}`)")
+                raise DataError(f"{path}: missing (run `dvc repro pipeline/eval_cam/dvc.yaml:eval_cam@{v}-{s}`)")
             d = pd.read_csv(path)
             d = d.melt(id_vars="threshold", var_name="split", value_name="miou")
             d["split"] = d["split"].str.removesuffix("_miou")

@@ -58,7 +58,7 @@ def _read(root: Path, stage: str, variant: str, seed: int, split: str) -> dict:
     try:
         m = json.loads(path.read_text())
     except FileNotFoundError:
-        raise DataError(f"{path}: missing (run `dvc repro {stage}@{variant}-{seed}`)") from None
+        raise DataError(f"{path}: missing (run `dvc repro pipeline/{stage}/dvc.yaml:{stage}@{variant}-{seed}`)") from None
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: not valid JSON ({e})") from None
     if split not in m:
@@ -184,7 +184,7 @@ def _seg_miou(root: Path, variant: str, seed: int) -> tuple[float, float]:
         m = json.loads(path.read_text())
         return _num(m["final"]["miou"]), _num(m["no_crf"]["miou"])
     except FileNotFoundError:
-        raise DataError(f"{path}: missing (run `dvc repro eval_seg@{variant}-{seed}`)") from None
+        raise DataError(f"{path}: missing (run `dvc repro pipeline/eval_seg/dvc.yaml:eval_seg@{variant}-{seed}`)") from None
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise DataError(f"{path}: not an eval_seg metrics file ({type(e).__name__}: {e})") from None
 

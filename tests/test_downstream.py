@@ -161,7 +161,7 @@ def test_gain_verdict_rows(gmin, gmax, mean, want):
 def test_a_missing_metrics_file_names_it_and_the_stage_to_run(roots, stage):
     path = roots[stage] / "ssc" / "seed1" / "metrics.json"
     path.unlink()
-    with pytest.raises(DataError, match=re.escape(f"{path}: missing (run `dvc repro {stage}@ssc-1`)")):
+    with pytest.raises(DataError, match=re.escape(f"{path}: missing (run `dvc repro pipeline/{stage}/dvc.yaml:{stage}@ssc-1`)")):
         downstream.runs_frame(VARIANTS, SEEDS, "train", roots)
 
 
@@ -282,5 +282,5 @@ def test_paper_markdown_verdicts_and_not_run_here(roots, tmp_path):
 
 
 def test_a_missing_segmentation_metrics_file_names_the_stage(roots, tmp_path):
-    with pytest.raises(DataError, match=r"seg/baseline/seed0/metrics.json: missing \(run `dvc repro eval_seg@baseline-0`\)"):
+    with pytest.raises(DataError, match=r"seg/baseline/seed0/metrics.json: missing \(run `dvc repro pipeline/eval_seg/dvc.yaml:eval_seg@baseline-0`\)"):
         downstream.paper_frame(VARIANTS, SEEDS, "train", {**roots, "eval_seg": tmp_path / "seg"})

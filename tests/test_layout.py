@@ -15,8 +15,10 @@ import yaml
 from sslib import config, paths
 from sslib.stages import DOWNSTREAM, PER_RUN, STAGES
 
+from dvc_files import load_stages, per_run_file
+
 ROOT = Path(__file__).resolve().parents[1]
-DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+DVC = load_stages(ROOT)
 PARAMS = config.load(ROOT / "params.yaml")
 RAW = config.read_yaml((ROOT / "params.yaml").read_text())
 
@@ -61,6 +63,19 @@ def test_stages_read_top_to_bottom_in_the_same_order_everywhere():
         want = f"notebooks/{nb}.py" if nb else f"python -m sslib.stages.{stage}"
         assert want in cmd, f"{stage}: dvc.yaml runs {cmd!r}, expected {want}"
         assert ("matrix" in DVC[stage]) == (stage in PER_RUN)
+
+
+def test_per_run_stages_have_a_file_each_with_root_relative_paths():
+    """Each per-run stage sits alone in pipeline/<stage>/dvc.yaml (a lock file of its own),
+    runs in the repository root (``wdir: ../..``, so its paths read as dvc.yaml's) and takes
+    its ${...} values from the root params.yaml; no other file defines stages."""
+    files = sorted(p.relative_to(ROOT).as_posix() for p in ROOT.glob("**/dvc.yaml")
+                   if not {".venv", ".dvc", "artifacts", "scratch"} & set(p.relative_to(ROOT).parts))
+    assert files == sorted(["dvc.yaml", *(f"pipeline/{s}/dvc.yaml" for s in PER_RUN)])
+    for stage in PER_RUN:
+        doc = yaml.safe_load(per_run_file(stage).read_text())
+        assert doc["vars"] == ["../../params.yaml"], stage
+        assert DVC[stage]["wdir"] == "../..", stage
 
 
 def test_matrix_stages_run_over_their_runs():

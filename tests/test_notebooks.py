@@ -50,9 +50,9 @@ def _parameters_and_setup(src: Path):
 
 
 def _sections_read(stage: str) -> set[str]:
-    import yaml
+    from dvc_files import load_stages
 
-    entries = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage].get("params", [])
+    entries = load_stages(ROOT)[stage].get("params", [])
     return {(e if isinstance(e, str) else next(iter(e))).split(".")[0] for e in entries}
 
 

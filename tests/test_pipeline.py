@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dvc_files import lock_files, short, target
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {
     "synthetic": {"n_train": 10, "n_val": 4, "image_size": 64},
@@ -54,7 +56,7 @@ def _dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProc
 
 
 def _ran(result: subprocess.CompletedProcess) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", result.stdout + result.stderr))
+    return {short(s) for s in re.findall(r"Running stage '([^']+)'", result.stdout + result.stderr)}
 
 
 def _set_params(repo: Path, update: dict) -> None:
@@ -75,7 +77,9 @@ def repo(tmp_path_factory) -> Path:
     for f in _repo_files():
         (dst / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / f, dst / f)
-    for generated in ("dvc.lock", "reports/data_stats.json", "reports/figures", "reports/train_cam",
+    for lock in lock_files(dst):
+        lock.unlink(missing_ok=True)
+    for generated in ("reports/data_stats.json", "reports/figures", "reports/train_cam",
                       "reports/eval_cam", "reports/make_ir_labels", "reports/train_irn",
                       "reports/make_pseudo_labels", "reports/pseudo_labels.md", "reports/pseudo_labels.csv", "reports/ablation", "reports/ablation.md",
                       "reports/train_seg", "reports/eval_seg", "reports/paper_table.md", "reports/paper_table.csv",
@@ -134,19 +138,20 @@ def test_repro_from_clean_copy(repo):
 def test_second_repro_does_nothing(repo):
     r = _dvc(repo, "repro")
     assert _ran(r) == set()
-    assert "changed" not in _dvc(repo, "status", *STAGES).stdout
+    assert "changed" not in _dvc(repo, "status", *map(target, STAGES)).stdout
 
 
 def test_rerunning_stages_changes_no_result_file_and_not_dvc_lock(repo):
     """A reproduction shows no change where nothing changed: forced reruns write byte-identical
     reports, notebooks and artifacts (times go to the gitignored reports/timings/), so dvc.lock
     stays as it was. (A training rerun writing the same weights is covered by test_train_cam.py.)"""
-    lock, reports = (repo / "dvc.lock").read_bytes(), _files(repo / "reports", skip=("timings",))
+    locks = [f.read_bytes() for f in lock_files(repo)]
+    reports = _files(repo / "reports", skip=("timings",))
     assert (repo / "reports/timings/train_cam/cam-seed0.json").is_file()
-    r = _dvc(repo, "repro", "--force", "--single-item", "eval_cam@cam-0", "data_report", "ablation")
+    r = _dvc(repo, "repro", "--force", "--single-item", target("eval_cam@cam-0"), "data_report", "ablation")
     assert _ran(r) == {"eval_cam@cam-0", "data_report", "ablation"}
     assert _files(repo / "reports", skip=("timings",)) == reports
-    assert (repo / "dvc.lock").read_bytes() == lock
+    assert [f.read_bytes() for f in lock_files(repo)] == locks
 
 
 def test_failed_stage_keeps_the_git_tracked_results(repo):
@@ -163,7 +168,7 @@ def test_failed_stage_keeps_the_git_tracked_results(repo):
     assert _files(repo / "reports", skip=("timings", "notebooks")) == tracked
     p.write_text(good)
     _dvc(repo, "repro")
-    assert "changed" not in _dvc(repo, "status", *STAGES).stdout
+    assert "changed" not in _dvc(repo, "status", *map(target, STAGES)).stdout
 
 
 def test_checkout_on_a_clone_with_allow_missing(repo):
@@ -184,7 +189,7 @@ def test_notebook_run_by_hand_writes_to_scratch(repo, tmp_path):
     assert _files(repo / "artifacts/superpixels") == before
     meta = json.loads((repo / "scratch/artifacts/superpixels/meta.json").read_text())
     assert meta["method"] == "felzenszwalb" and meta["count"] == 14
-    assert "changed" not in _dvc(repo, "status", *STAGES).stdout
+    assert "changed" not in _dvc(repo, "status", *map(target, STAGES)).stdout
 
 
 def test_superpixel_param_invalidates_only_dependents(repo):
@@ -197,11 +202,11 @@ def test_superpixel_param_invalidates_only_dependents(repo):
     good = p.read_text()
     _set_params(repo, {"superpixels": {"slic": {"n_segments": 20}}})
     assert _ran(_dvc(repo, "repro", "superpixels")) == {"superpixels"}
-    changed = set(re.findall(r"^(\S+):$", _dvc(repo, "status", *STAGES).stdout, re.M))
+    changed = {short(s) for s in re.findall(r"^(\S+):$", _dvc(repo, "status", *map(target, STAGES)).stdout, re.M)}
     assert changed == {"data_report", "inspect_cams", "train_cam@cam-0", "train_cam@ssc-0"}
     p.write_text(good)
     assert _ran(_dvc(repo, "repro")) <= {"superpixels"}
-    assert "changed" not in _dvc(repo, "status", *STAGES).stdout
+    assert "changed" not in _dvc(repo, "status", *map(target, STAGES)).stdout
 
 
 def test_bad_parameter_names_the_key_and_keeps_outputs(repo):
@@ -216,7 +221,7 @@ def test_bad_parameter_names_the_key_and_keeps_outputs(repo):
     p.write_text(good)
     r = _dvc(repo, "repro")  # back to the last good params: restored, nothing recomputed by hand
     assert (repo / "artifacts/superpixels/meta.json").is_file()
-    assert "changed" not in _dvc(repo, "status", *STAGES).stdout
+    assert "changed" not in _dvc(repo, "status", *map(target, STAGES)).stdout
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +234,8 @@ def voc_repo(tmp_path_factory) -> Path:
     for f in _repo_files():
         (dst / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / f, dst / f)
-    (dst / "dvc.lock").unlink(missing_ok=True)
+    for lock in lock_files(dst):
+        lock.unlink(missing_ok=True)
     masks = {f"2007_00000{i}": make_mask([1 + i, 15]) for i in range(4)}
     make_voc(dst / "data/VOCdevkit/VOC2012", masks,
              {"train": ["2007_000000", "2007_000001"], "val": ["2007_000002", "2007_000003"]})
@@ -281,7 +287,7 @@ def test_exp_run_with_small_and_large_floats(repo):
            "GIT_COMMITTER_EMAIL": "t@t"}
     subprocess.run(["git", "add", "-A"], cwd=repo, check=True, env=env)
     subprocess.run(["git", "commit", "-qm", "tiny"], cwd=repo, check=True, env=env)
-    r = _dvc(repo, "exp", "run", "eval_cam@cam-0", "-S", "train_cam.weight_decay=0.00001",
+    r = _dvc(repo, "exp", "run", target("eval_cam@cam-0"), "-S", "train_cam.weight_decay=0.00001",
              "-S", "train_cam.decoder_lr=2e-4", "-S", "superpixels.slic.compactness=1e6")
     text = (repo / "params.yaml").read_text()
     assert "weight_decay: 1e-05" in text  # as DVC writes it
@@ -290,4 +296,4 @@ def test_exp_run_with_small_and_large_floats(repo):
 
     p = config.load(repo / "params.yaml")
     assert (p.train_cam.weight_decay, p.train_cam.decoder_lr, p.superpixels.slic.compactness) == (1e-05, 2e-4, 1e6)
-    assert "changed" not in _dvc(repo, "status", "eval_cam@cam-0").stdout
+    assert "changed" not in _dvc(repo, "status", target("eval_cam@cam-0")).stdout
