@@ -34,7 +34,7 @@ from .io import IGNORE_INDEX, DataError, write_text
 from .metrics import scores
 
 __all__ = ["thresholds_from", "strongest_class", "threshold_labels", "cam_labels", "sweep_confusion", "evaluate_split",
-           "summarize_sweep", "image_contrast", "activation_contrast", "contrast_summary", "write_sweep_csv"]
+           "sweep_and_contrast", "summarize_sweep", "image_contrast", "activation_contrast", "contrast_summary", "write_sweep_csv"]
 
 #: the scalar scores of :func:`summarize_sweep`'s ``best`` / ``fixed`` entries
 SUMMARY_SCALARS = ("miou", "mean_precision", "mean_recall", "background_fp_rate", "mean_over_activation",
@@ -98,6 +98,26 @@ def sweep_confusion(high_res: Tensor, keys: Tensor, gt: Tensor, thresholds: Sequ
     return torch.bincount(idx.flatten(), minlength=t * n * n).reshape(t, n, n)
 
 
+def _stored_cams(cam_dir: str | Path, dataset, split: str, progress: bool):
+    """``(mask (H, W) ndarray, CAM dict)`` of each image of ``dataset``, its CAM read from
+    ``cam_path(cam_dir, split, name)`` (:func:`sslib.cam.load_cam`); an image without a
+    mask, a missing or a malformed CAM file raises DataError naming it."""
+    from tqdm.auto import tqdm
+
+    for i in tqdm(range(len(dataset)), desc=f"eval {split}", unit="img", disable=not progress):
+        s = dataset[i]
+        if "mask" not in s:
+            raise DataError(f"{s['name']}: split {split!r} has no ground-truth mask for this image")
+        mask = np.asarray(s["mask"])
+        yield mask, load_cam(cam_path(cam_dir, split, s["name"]), size=mask.shape)
+
+
+def _sweep_add(total: Tensor, mask: np.ndarray, cam: dict, thresholds: Sequence[float]) -> None:
+    gt = torch.as_tensor(mask, device=total.device)
+    total += sweep_confusion(torch.from_numpy(cam["high_res"]), torch.from_numpy(cam["keys"]), gt,
+                             thresholds, total.shape[-1])
+
+
 def evaluate_split(cam_dir: str | Path, dataset, split: str, thresholds: Sequence[float], *,
                    progress: bool = True, device: str | torch.device = "cpu") -> Tensor:
     """Accumulated (T, C+1, C+1) confusion matrices of the stored CAMs of split ``split``.
@@ -106,19 +126,26 @@ def evaluate_split(cam_dir: str | Path, dataset, split: str, thresholds: Sequenc
     CAMs are read from ``cam_path(cam_dir, split, name)``. A missing or malformed CAM file
     raises DataError naming it; an image without a mask, too.
     """
-    from tqdm.auto import tqdm
-
     n = len(dataset.classes) + 1
     total = torch.zeros(len(thresholds), n, n, dtype=torch.long, device=device)
-    for i in tqdm(range(len(dataset)), desc=f"eval {split}", unit="img", disable=not progress):
-        s = dataset[i]
-        if "mask" not in s:
-            raise DataError(f"{s['name']}: split {split!r} has no ground-truth mask for this image")
-        gt = torch.as_tensor(np.asarray(s["mask"]), device=device)
-        c = load_cam(cam_path(cam_dir, split, s["name"]), size=tuple(gt.shape))
-        total += sweep_confusion(torch.from_numpy(c["high_res"]), torch.from_numpy(c["keys"]), gt,
-                                 thresholds, n)
+    for mask, cam in _stored_cams(cam_dir, dataset, split, progress):
+        _sweep_add(total, mask, cam, thresholds)
     return total
+
+
+def sweep_and_contrast(cam_dir: str | Path, dataset, split: str, thresholds: Sequence[float], *,
+                       progress: bool = True) -> tuple[Tensor, dict[str, float | None]]:
+    """:func:`evaluate_split` and :func:`contrast_summary` in one pass over the CAM files
+    (each is read and upsampled once: what ``eval_cam`` needs per split)."""
+    n = len(dataset.classes) + 1
+    total = torch.zeros(len(thresholds), n, n, dtype=torch.long)
+    inside, outside = [], []
+    for mask, cam in _stored_cams(cam_dir, dataset, split, progress):
+        _sweep_add(total, mask, cam, thresholds)
+        a, b = image_contrast(cam["high_res"], cam["keys"], mask)
+        inside.append(a)
+        outside.append(b)
+    return total, {k: _num(v) for k, v in _contrast(inside, outside).items()}
 
 
 def summarize_sweep(conf: Tensor, thresholds: Sequence[float], class_names: Sequence[str],
@@ -203,13 +230,15 @@ def activation_contrast(cam_dir: str | Path, dataset, split: str) -> dict[str, f
         background is 0); all nan when no image has a present class next to background.
     """
     inside, outside = [], []
-    for i in range(len(dataset)):
-        s = dataset[i]
-        mask = np.asarray(s["mask"])
-        c = load_cam(cam_path(cam_dir, split, s["name"]), size=mask.shape)
-        a, b = image_contrast(c["high_res"], c["keys"], mask)
+    for mask, cam in _stored_cams(cam_dir, dataset, split, progress=False):
+        a, b = image_contrast(cam["high_res"], cam["keys"], mask)
         inside.append(a)
         outside.append(b)
+    return _contrast(inside, outside)
+
+
+def _contrast(inside: list[np.ndarray], outside: list[np.ndarray]) -> dict[str, float]:
+    """:func:`activation_contrast`'s means of the per-image (P,) arrays of :func:`image_contrast`."""
     a_all, b_all = np.concatenate([np.zeros(0), *inside]), np.concatenate([np.zeros(0), *outside])
     if not a_all.size:
         return {"inside": float("nan"), "background": float("nan"), "ratio": float("nan")}

@@ -8,7 +8,7 @@ import torch
 from sslib.cam import cam_path, save_cam
 from sslib.config import thresholds_from
 from sslib.evaluate import (activation_contrast, cam_labels, contrast_summary, evaluate_split, image_contrast,
-                            summarize_sweep, sweep_confusion, write_sweep_csv)
+                            summarize_sweep, sweep_and_contrast, sweep_confusion, write_sweep_csv)
 from sslib.io import DataError
 from sslib.metrics import confusion_matrix
 
@@ -155,6 +155,10 @@ def test_activation_contrast_means_over_image_class_pairs(tmp_path):
     assert c["ratio"] == pytest.approx(c["inside"] / c["background"])
     j = contrast_summary(tmp_path, MaskData(masks), "val")
     assert j == {k: pytest.approx(v, abs=1e-5) for k, v in c.items()}
+    conf, both = sweep_and_contrast(tmp_path, MaskData(masks), "val", [0.1, 0.5, 0.95], progress=False)
+    assert both == j  # one pass gives what the two separate passes give
+    assert torch.equal(conf, evaluate_split(tmp_path, MaskData(masks), "val", [0.1, 0.5, 0.95], progress=False))
+    assert conf[1].sum() == 8  # every pixel of both images counted once
 
 
 def test_activation_contrast_without_pairs_or_background_activation(tmp_path):

@@ -9,6 +9,8 @@
   (:mod:`sslib.models.deeplab`); :func:`load_seg_nets` reads a trained run's;
 * :class:`Decoder`: CAM logits -> RGB image in [-1, 1] (CAM-driven reconstruction);
 * :func:`build_reconstruction_loss`: ``loss(rec, image)``, perceptual (VGG-19 or Lite0), L1 or L2;
+* :func:`fold_batchnorm`: eval-mode BatchNorm folded into the conv before it (the
+  inference loaders ``load_trained``, ``load_boundary_net``, ``load_seg_nets`` apply it);
 * :mod:`sslib.models.weights`: local torchvision weights files (never downloaded), the
   packaged Lite0 file, :class:`WeightsError`.
 """
@@ -18,6 +20,7 @@ from .backbones import BACKBONES, build_backbone
 from .cam_net import CAMNet, DRSBottleneck, drs, load_trained
 from .deeplab import DeepLabV2, load_seg_nets
 from .decoder import Decoder, LayerNorm2d
+from .fold import fold_batchnorm
 from .irn import BoundaryNet, load_boundary_net
 from .perceptual import (
     LOSS_NETWORKS, VGG_LAYER_INDICES, VGG_LAYER_NAMES, VGG_LAYER_WEIGHTS, PerceptualLoss, ReconstructionLoss,
@@ -29,5 +32,5 @@ __all__ = [
     "BACKBONES", "LOSS_NETWORKS", "build_backbone", "CAMNet", "DRSBottleneck", "drs", "load_trained", "Decoder", "LayerNorm2d", "PerceptualLoss", "ReconstructionLoss",
     "build_reconstruction_loss", "tanh_to_imagenet", "imagenet_to_tanh", "VGG_LAYER_INDICES",
     "VGG_LAYER_NAMES", "VGG_LAYER_WEIGHTS", "WeightsError", "load_weights",
-    "BoundaryNet", "load_boundary_net", "DeepLabV2", "load_seg_nets",
+    "BoundaryNet", "load_boundary_net", "DeepLabV2", "load_seg_nets", "fold_batchnorm",
 ]

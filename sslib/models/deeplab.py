@@ -151,7 +151,8 @@ class DeepLabV2(nn.Module):
 
 
 def load_seg_nets(path, device: torch.device | str = "cpu") -> list[DeepLabV2]:
-    """The trained segmentation network(s) of one run, in eval mode, on ``device``.
+    """The trained segmentation network(s) of one run, in eval mode, on ``device``, for
+    inference only (BatchNorm folded into the convs, :func:`sslib.models.fold.fold_batchnorm`).
 
     ``path`` holds ``{"nets": [state_dict, ...], "model": {"backbone", "output_stride",
     "num_classes"}, ...}`` (read with ``weights_only=True``; one net for ``ce``, two for
@@ -160,6 +161,7 @@ def load_seg_nets(path, device: torch.device | str = "cpu") -> list[DeepLabV2]:
     from pathlib import Path
 
     from ..io import DataError
+    from .fold import fold_batchnorm
 
     path = Path(path)
     if not path.is_file():
@@ -171,7 +173,8 @@ def load_seg_nets(path, device: torch.device | str = "cpu") -> list[DeepLabV2]:
         for state in ck["nets"]:
             net = DeepLabV2(int(m["num_classes"]), m["backbone"], weights=None, output_stride=int(m["output_stride"]))
             net.load_state_dict(state)
-            nets.append(net.to(device).eval())
+            fold_batchnorm(net.eval())  # inference only: the same logits to float rounding, faster
+            nets.append(net.to(device))
     except (OSError, RuntimeError, KeyError, ValueError) as e:
         raise DataError(f"{path}: not a readable segmentation model ({type(e).__name__}: {e})") from e
     return nets

@@ -185,7 +185,8 @@ class BoundaryNet(nn.Module):
 
 
 def load_boundary_net(path: str | Path, device: torch.device | str = "cpu") -> BoundaryNet:
-    """A trained :class:`BoundaryNet` in eval mode, on ``device``.
+    """A trained :class:`BoundaryNet` in eval mode, on ``device``, for inference only (the
+    backbone's BatchNorm folded into its convs, :func:`sslib.models.fold.fold_batchnorm`).
 
     ``path`` holds ``{"net": state_dict, "model": {"backbone": ...}, ...}`` (read with
     ``weights_only=True``); ``model.backbone`` (default ``resnet50``) says which backbone to
@@ -193,6 +194,7 @@ def load_boundary_net(path: str | Path, device: torch.device | str = "cpu") -> B
     Raises :class:`sslib.io.DataError` naming ``path`` if it is missing.
     """
     from ..io import DataError
+    from .fold import fold_batchnorm
 
     path = Path(path)
     if not path.is_file():
@@ -201,4 +203,5 @@ def load_boundary_net(path: str | Path, device: torch.device | str = "cpu") -> B
     model = ck.get("model") or {}
     net = BoundaryNet(backbone=model.get("backbone", "resnet50"), weights=None)
     net.load_state_dict(ck["net"])
-    return net.to(device, memory_format=torch.channels_last).eval()  # 10 % faster on the CPU
+    fold_batchnorm(net.eval())  # the frozen backbone's BatchNorm folded into its convs (inference only)
+    return net.to(device, memory_format=torch.channels_last)  # 10 % faster on the CPU

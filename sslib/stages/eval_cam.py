@@ -66,17 +66,17 @@ def _make_cams(params: Params, net, out, dist, progress: bool) -> float:
 
 def _evaluate(params: Params, out, names: list[str], progress: bool) -> dict[str, dict]:
     """Per split: :func:`sslib.evaluate.summarize_sweep` of the stored CAMs under ``out``,
-    with ``cam_contrast`` (:func:`sslib.evaluate.contrast_summary`) added."""
+    with ``cam_contrast`` (:func:`sslib.evaluate.contrast_summary`) added, both from one pass
+    over the CAM files (:func:`sslib.evaluate.sweep_and_contrast`)."""
     from ..data import build_dataset
-    from ..evaluate import contrast_summary, evaluate_split, summarize_sweep
+    from ..evaluate import summarize_sweep, sweep_and_contrast
 
     ths = thresholds_from(*params.eval_cam.thresholds)
     summaries = {}
     for split in splits(params):
-        ds = build_dataset(params.data, split)
-        conf = evaluate_split(out, ds, split, ths, progress=progress)
+        conf, contrast = sweep_and_contrast(out, build_dataset(params.data, split), split, ths, progress=progress)
         summaries[split] = {**summarize_sweep(conf, ths, names, params.eval_cam.fixed_threshold),
-                            "cam_contrast": contrast_summary(out, ds, split)}
+                            "cam_contrast": contrast}
     return summaries
 
 
