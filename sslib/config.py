@@ -186,6 +186,8 @@ class FelzenszwalbConfig:
     scale: float = num(100.0, gt=0)
     sigma: float = num(0.8, ge=0)
     min_size: int = num(30, ge=1)
+    #: merge regions (Ward cost on mean colour) until at most this many are left; 0 = keep all
+    max_regions: int = num(0, ge=0)
 
 
 @dataclass

@@ -43,7 +43,7 @@ from .config import SuperpixelConfig, to_dict
 from .io import DataError, read_png_labels, read_rgb, remove_stale_temps, save_png, write_bytes, write_json
 
 __all__ = [
-    "compute", "save", "load", "read_tags", "path_for", "staging_dir", "params_tag", "precompute",
+    "compute", "merge_regions", "save", "load", "read_tags", "path_for", "staging_dir", "params_tag", "precompute",
     "boundaries", "mean_fill", "MAX_ID", "META_NAME", "PARAMS_NAME", "TAG_KEY", "SOURCE_KEY",
 ]
 
@@ -78,7 +78,8 @@ def compute(image: np.ndarray, cfg: SuperpixelConfig) -> np.ndarray:
         image: (H, W, 3) uint8 RGB.
         cfg: ``cfg.method`` selects ``skimage.segmentation.slic`` (``cfg.slic``:
             n_segments, compactness, sigma) or ``felzenszwalb`` (``cfg.felzenszwalb``:
-            scale, sigma, min_size).
+            scale, sigma, min_size; then :func:`merge_regions` down to ``max_regions``
+            when that is > 0).
 
     Returns:
         (H, W) int64 ids, consecutive ``0..K-1`` (every id occurs). Deterministic.
@@ -95,11 +96,65 @@ def compute(image: np.ndarray, cfg: SuperpixelConfig) -> np.ndarray:
     elif cfg.method == "felzenszwalb":
         p = cfg.felzenszwalb
         seg = felzenszwalb(image, scale=p.scale, sigma=p.sigma, min_size=p.min_size, channel_axis=-1)
+        if p.max_regions:
+            _, inverse = np.unique(seg.ravel(), return_inverse=True)
+            seg = merge_regions(inverse.reshape(image.shape[:2]), image, p.max_regions)
     else:
         raise ValueError(f"unknown superpixel method {cfg.method!r} (expected 'slic' or 'felzenszwalb')")
     # make ids consecutive 0..K-1 whatever the backend returned (order of first value kept)
     _, inverse = np.unique(seg.ravel(), return_inverse=True)
     return inverse.reshape(image.shape[:2]).astype(np.int64, copy=False)
+
+
+def merge_regions(ids: np.ndarray, image: np.ndarray, max_regions: int) -> np.ndarray:
+    """Merge adjacent regions, greedily, until at most ``max_regions`` are left.
+
+    Each step merges the 4-adjacent pair with the smallest Ward cost
+    ``n_a n_b / (n_a + n_b) * ||mu_a - mu_b||^2`` (n: pixel counts, mu: mean RGB): the
+    merge that least increases the total squared colour deviation of the pixels from
+    their region's mean, so small and similar regions go first (ties: the first pair in
+    (a, b) order of the adjacency list).
+    This is how the ``voc`` / ``coco`` presets bound Felzenszwalb's regions at 64, the
+    size of the official SSC superpixel set (README).
+
+    Args:
+        ids: (H, W) int ids ``0..K-1``, every id present; image: (H, W, 3) uint8 RGB.
+        max_regions: >= 1.
+
+    Returns:
+        (H, W) int64 ids ``0..K'-1``, ``K' = min(K, max_regions)``, each a union of input
+        regions (only 4-adjacent ones are joined, so the union is connected when the input
+        regions are). Deterministic.
+    """
+    if max_regions < 1:
+        raise ValueError(f"merge_regions: max_regions must be >= 1, got {max_regions}")
+    ids = np.asarray(ids, np.int64)
+    k = int(ids.max()) + 1
+    if k <= max_regions:
+        return ids
+    size = np.bincount(ids.ravel(), minlength=k).astype(np.float64)             # (K,)
+    mean = np.stack([np.bincount(ids.ravel(), weights=image[..., c].ravel().astype(np.float64), minlength=k)
+                     for c in range(3)], 1) / size[:, None]                       # (K, 3)
+    pairs = np.concatenate([np.stack([ids[:, :-1].ravel(), ids[:, 1:].ravel()], 1),
+                            np.stack([ids[:-1].ravel(), ids[1:].ravel()], 1)])
+    pairs = np.unique(np.sort(pairs[pairs[:, 0] != pairs[:, 1]], 1), axis=0)      # (E, 2), a < b
+    parent = np.arange(k)
+    for _ in range(k - max_regions):
+        a, b = pairs[:, 0], pairs[:, 1]
+        cost = size[a] * size[b] / (size[a] + size[b]) * ((mean[a] - mean[b]) ** 2).sum(1)
+        i, j = sorted(pairs[int(np.argmin(cost))])                              # keep i, absorb j
+        mean[i] = (mean[i] * size[i] + mean[j] * size[j]) / (size[i] + size[j])
+        size[i] += size[j]
+        parent[j] = i
+        pairs = np.where(pairs == j, i, pairs)
+        pairs = pairs[pairs[:, 0] != pairs[:, 1]]  # duplicates may stay: they cost the same
+    while True:  # every id to its surviving root
+        up = parent[parent]
+        if np.array_equal(up, parent):
+            break
+        parent = up
+    _, inverse = np.unique(parent[ids].ravel(), return_inverse=True)
+    return inverse.reshape(ids.shape).astype(np.int64, copy=False)
 
 
 # --------------------------------------------------------------------------- storage

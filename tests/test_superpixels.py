@@ -425,3 +425,63 @@ def test_mean_fill_hand_computed():
     np.testing.assert_array_equal(f, [[1.5, 1.5]])
     i = sp.mean_fill(np.array([[1, 2]], np.uint8), np.array([[0, 0]]))
     np.testing.assert_array_equal(i, [[2, 2]])
+
+
+# --------------------------------------------------------------------------- merging (presets: Felzenszwalb <= 64)
+def test_merge_regions_by_hand():
+    """Four 1-pixel regions of colours 0, 10, 200, 210 in a row, at most 2: the two Ward costs
+    of 150 (0|10 and 200|210) go before 54,150 (10|200), the lower ids first."""
+    from sslib.superpixels import merge_regions
+
+    image = np.array([[[0] * 3, [10] * 3, [200] * 3, [210] * 3]], np.uint8)
+    ids = np.array([[0, 1, 2, 3]])
+    assert merge_regions(ids, image, 2).tolist() == [[0, 0, 1, 1]]
+    assert merge_regions(ids, image, 3).tolist() == [[0, 0, 1, 2]]
+    assert merge_regions(ids, image, 4) is not None and merge_regions(ids, image, 9).tolist() == [[0, 1, 2, 3]]
+    with pytest.raises(ValueError, match="max_regions"):
+        merge_regions(ids, image, 0)
+
+
+def test_merge_regions_first_step_is_the_cheapest_adjacent_pair():
+    """Against a brute-force search over every adjacent pair: one merge (K -> K-1) joins the
+    pair of least Ward cost."""
+    from sslib.superpixels import merge_regions
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)
+    ids = np.repeat(np.repeat(np.arange(16).reshape(4, 4), 3, 0), 3, 1)   # 16 blocks of 3x3
+    n = np.bincount(ids.ravel()).astype(float)
+    mu = np.stack([np.bincount(ids.ravel(), image[..., c].ravel().astype(float)) for c in range(3)], 1) / n[:, None]
+    best = min(((n[a] * n[b] / (n[a] + n[b]) * ((mu[a] - mu[b]) ** 2).sum(), a, b)
+                for a in range(16) for b in range(a + 1, 16) if abs(a - b) == 4 or (b == a + 1 and b % 4)))
+    out = merge_regions(ids, image, 15)
+    _, a, b = best
+    assert out.max() == 14
+    assert (out[ids == a][0] == out[ids == b][0]) and len(np.unique(out[(ids == a) | (ids == b)])) == 1
+    others = [r for r in range(16) if r not in (a, b)]
+    assert len({int(out[ids == r][0]) for r in others}) == 14  # nothing else merged
+
+
+def test_felzenszwalb_with_max_regions_gives_connected_unions_of_its_regions():
+    from skimage.measure import label
+
+    from sslib.config import SuperpixelConfig
+    from sslib.superpixels import compute
+
+    rng = np.random.default_rng(1)
+    image = (rng.random((48, 64, 3)) * 255).astype(np.uint8)
+    cfg = SuperpixelConfig(method="felzenszwalb")
+    cfg.felzenszwalb.scale, cfg.felzenszwalb.min_size = 10.0, 5
+    raw = compute(image, cfg)
+    cfg.felzenszwalb.max_regions = 8
+    merged = compute(image, cfg)
+    assert raw.max() + 1 > 8 and merged.max() + 1 == 8
+    assert sorted(np.unique(merged)) == list(range(8))
+    for r in range(int(raw.max()) + 1):  # every raw region lies in one merged region
+        assert len(np.unique(merged[raw == r])) == 1
+    # and merged regions are connected as the raw ones are (Felzenszwalb's: 8-neighbourhood;
+    # the merge joins 4-adjacent regions only)
+    assert all(label(raw == r, connectivity=2).max() == 1 for r in range(int(raw.max()) + 1))
+    for m in range(8):
+        assert label(merged == m, connectivity=2).max() == 1
+    assert np.array_equal(compute(image, cfg), merged)  # deterministic
