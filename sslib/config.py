@@ -196,7 +196,8 @@ class SuperpixelConfig:
 
     method: Literal["slic", "felzenszwalb"] = "slic"
     out_dir: str = "artifacts/superpixels"
-    #: split names whose images get superpixels
+    #: splits whose images get superpixels: train / val mean data.train_split / data.val_split
+    #: (VOC: train_aug), any other name is a split list of the data set as it is
     splits: list[str] = field(default_factory=lambda: ["train", "val"])
     #: worker processes; 0 = one per core
     workers: int = num(0, ge=0)

@@ -2,7 +2,11 @@
 pipeline/<stage>/dvc.yaml (see dvc.yaml's header for why they are apart)."""
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -52,3 +56,48 @@ def target(name: str) -> str:
 def short(address: str) -> str:
     """The inverse of :func:`target`: the stage or run name DVC prints without its file."""
     return re.sub(r"^pipeline/\w+/dvc\.yaml:", "", address)
+
+
+# --------------------------------------------------------------------------- a copy of the repository
+def repo_files() -> list[str]:
+    """The repository's files as a clone would have them (tracked + untracked, not ignored)."""
+    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return [f for f in out.splitlines() if (ROOT / f).is_file()]
+
+
+def copy_repo(dst: Path, without_locks: bool = True) -> Path:
+    """The repository's files copied into ``dst`` (a git repository of its own), by default
+    without the lock files (so every stage runs)."""
+    for f in repo_files():
+        (dst / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / f, dst / f)
+    if without_locks:
+        for lock in lock_files(dst):
+            lock.unlink(missing_ok=True)
+    subprocess.run(["git", "init", "-q"], cwd=dst, check=True)
+    return dst
+
+
+def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """``dvc <args>`` in ``repo`` with this interpreter's environment; AssertionError with the
+    output when it fails (unless ``check`` is False)."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "DVC_NO_ANALYTICS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    r = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise AssertionError(f"dvc {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+def ran(result: subprocess.CompletedProcess) -> set[str]:
+    """The stages (runs) a ``dvc repro`` ran, by name (:func:`short`)."""
+    return {short(s) for s in re.findall(r"Running stage '([^']+)'", result.stdout + result.stderr)}
+
+
+def set_params(repo: Path, update: dict) -> None:
+    """Deep-merge ``update`` into ``repo``'s params.yaml."""
+    from sslib.config import deep_merge, read_yaml
+
+    p = repo / "params.yaml"
+    p.write_text(yaml.safe_dump(deep_merge(read_yaml(p.read_text()), update), sort_keys=False))

@@ -13,9 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-from dvc_files import lock_files, short, target
+from dvc_files import dvc as _dvc, lock_files, ran as _ran, repo_files as _repo_files, set_params as _set_params, short, target
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {
@@ -38,32 +37,6 @@ TRAINED = ("train_cam@cam-0", "train_cam@ssc-0", "eval_cam@cam-0", "eval_cam@ssc
            "make_ir_labels@ssc-0", "train_irn@ssc-0", "make_pseudo_labels@ssc-0", "pseudo_label_table",
            "train_seg@ssc-0", "eval_seg@ssc-0", "paper_table")
 STAGES = ("synthesize", "prepare", "superpixels", "data_report", *TRAINED)
-
-
-def _repo_files() -> list[str]:
-    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    return [f for f in out.splitlines() if (ROOT / f).is_file()]
-
-
-def _dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "DVC_NO_ANALYTICS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
-    r = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True, text=True)
-    if check and r.returncode != 0:
-        raise AssertionError(f"dvc {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
-    return r
-
-
-def _ran(result: subprocess.CompletedProcess) -> set[str]:
-    return {short(s) for s in re.findall(r"Running stage '([^']+)'", result.stdout + result.stderr)}
-
-
-def _set_params(repo: Path, update: dict) -> None:
-    from sslib.config import deep_merge, read_yaml
-
-    p = repo / "params.yaml"
-    p.write_text(yaml.safe_dump(deep_merge(read_yaml(p.read_text()), update), sort_keys=False))
 
 
 def _files(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, bytes]:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -247,3 +248,37 @@ def test_eval_cam_makes_and_evaluates_the_cams_of_a_trained_run(in_project):
     assert max(float(r.split(",")[2]) for r in rows[1:]) == pytest.approx(m["val"]["best"]["miou"], abs=1e-5)
     timings = json.loads(paths.timings("eval_cam", paths.run_name("cam", 0)).read_text())
     assert timings["cam_time_s"] > 0 and not any("time" in k for k in m)
+
+
+def test_eval_cam_under_two_gloo_processes_makes_the_single_process_cams(in_project):
+    """CAM inference sharded by rank (torchrun, 2 gloo processes: images 0, 2, ... and 1, 3, ...)
+    writes every CAM file of the single-process run, with the same maps (to the stored
+    float16 precision), and rank 0's sweep gives the same metrics."""
+    from sslib.cam import cam_path, load_cam
+    from sslib.distributed import torchrun_command
+    from sslib.stages import eval_cam
+
+    train = {"out_dir": "runs/shard", "epochs": 1}
+    single = _params(in_project, train_cam=train, eval_cam={"out_dir": "cams/single", "batch_size": 1})
+    train_cam.train_cam(single, "cam", 0, progress=False)
+    m1 = eval_cam.eval_cam(single, "cam", 0, progress=False)
+    _write_params(in_project, {"train_cam": train, "eval_cam": {"out_dir": "cams/ddp", "batch_size": 1},
+                               "runs": {"devices": 2}})
+    cmd = torchrun_command("sslib.stages.eval_cam", ["--variant", "cam", "--seed", "0"], nproc_per_node=2)
+    r = subprocess.run(cmd, cwd=in_project, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ddp = _params(in_project, train_cam=train, eval_cam={"out_dir": "cams/ddp", "batch_size": 1})
+    files = {d: sorted(p.relative_to(paths.cam_dir(q, "cam", 0)) for p in paths.cam_dir(q, "cam", 0).rglob("*.npz"))
+             for d, q in (("single", single), ("ddp", ddp))}
+    assert files["single"] == files["ddp"] and len(files["single"]) == 6  # 4 train + 2 val images
+    for rel in files["single"]:
+        split, name = rel.parent.as_posix(), rel.stem
+        a, b = (load_cam(cam_path(paths.cam_dir(q, "cam", 0), split, name)) for q in (single, ddp))
+        assert a["keys"].tolist() == b["keys"].tolist(), rel
+        # stored as float16: the processes' other thread counts may round a value one step apart
+        np.testing.assert_allclose(b["high_res"], a["high_res"], atol=2 ** -10, err_msg=str(rel))
+    m2 = json.loads((paths.eval_reports("cam", 0) / paths.METRICS).read_text())
+    for split in ("train", "val"):
+        assert m2[split]["best"]["miou"] == pytest.approx(m1[split]["best"]["miou"], abs=1e-6)
+        assert m2[split]["best"]["threshold"] == m1[split]["best"]["threshold"]
