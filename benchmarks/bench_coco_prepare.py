@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
         cfg = DataConfig(dataset="coco", root=str(root), prepared_dir=str(prepared), sbd_root="")
         prepare(cfg, progress=False, workers=args.workers)
         t1 = time.perf_counter()
-        per_all = 1000 / (args.images + max(2, args.images // 20))  # prepare does train and val
+        per_all = 1000 / len(list(root.rglob("*.jpg")))  # prepare does train and val
         print(f"  prepare (masks, labels)     {(t1 - t0) * per_all:8.1f} s   {_mb(prepared) * per_all:8.1f} MB")
         sp_cfg = SuperpixelConfig(method="felzenszwalb", out_dir=str(spx),
                                   felzenszwalb=FelzenszwalbConfig(max_regions=64))

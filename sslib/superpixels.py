@@ -96,14 +96,14 @@ def compute(image: np.ndarray, cfg: SuperpixelConfig) -> np.ndarray:
     elif cfg.method == "felzenszwalb":
         p = cfg.felzenszwalb
         seg = felzenszwalb(image, scale=p.scale, sigma=p.sigma, min_size=p.min_size, channel_axis=-1)
-        if p.max_regions:
-            _, inverse = np.unique(seg.ravel(), return_inverse=True)
-            seg = merge_regions(inverse.reshape(image.shape[:2]), image, p.max_regions)
     else:
         raise ValueError(f"unknown superpixel method {cfg.method!r} (expected 'slic' or 'felzenszwalb')")
     # make ids consecutive 0..K-1 whatever the backend returned (order of first value kept)
     _, inverse = np.unique(seg.ravel(), return_inverse=True)
-    return inverse.reshape(image.shape[:2]).astype(np.int64, copy=False)
+    ids = inverse.reshape(image.shape[:2]).astype(np.int64, copy=False)
+    if cfg.method == "felzenszwalb" and cfg.felzenszwalb.max_regions:
+        ids = merge_regions(ids, image, cfg.felzenszwalb.max_regions)  # consecutive ids again
+    return ids
 
 
 def merge_regions(ids: np.ndarray, image: np.ndarray, max_regions: int) -> np.ndarray:

@@ -66,15 +66,14 @@ def repo_files() -> list[str]:
     return [f for f in out.splitlines() if (ROOT / f).is_file()]
 
 
-def copy_repo(dst: Path, without_locks: bool = True) -> Path:
-    """The repository's files copied into ``dst`` (a git repository of its own), by default
-    without the lock files (so every stage runs)."""
+def copy_repo(dst: Path) -> Path:
+    """The repository's files copied into ``dst`` (a git repository of its own), without the
+    lock files (so every stage runs)."""
     for f in repo_files():
         (dst / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / f, dst / f)
-    if without_locks:
-        for lock in lock_files(dst):
-            lock.unlink(missing_ok=True)
+    for lock in lock_files(dst):
+        lock.unlink(missing_ok=True)
     subprocess.run(["git", "init", "-q"], cwd=dst, check=True)
     return dst
 

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from dvc_files import dvc as _dvc, lock_files, ran as _ran, repo_files as _repo_files, set_params as _set_params, short, target
+from dvc_files import copy_repo, dvc as _dvc, lock_files, ran as _ran, set_params as _set_params, short, target
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = {
     "synthetic": {"n_train": 10, "n_val": 4, "image_size": 64},
     "superpixels": {"workers": 1, "slic": {"n_segments": 30}},
@@ -46,12 +45,7 @@ def _files(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
-    dst = tmp_path_factory.mktemp("clone")
-    for f in _repo_files():
-        (dst / f).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / f, dst / f)
-    for lock in lock_files(dst):
-        lock.unlink(missing_ok=True)
+    dst = copy_repo(tmp_path_factory.mktemp("clone"))
     for generated in ("reports/data_stats.json", "reports/figures", "reports/train_cam",
                       "reports/eval_cam", "reports/make_ir_labels", "reports/train_irn",
                       "reports/make_pseudo_labels", "reports/pseudo_labels.md", "reports/pseudo_labels.csv", "reports/ablation", "reports/ablation.md",
@@ -59,7 +53,6 @@ def repo(tmp_path_factory) -> Path:
                       "reports/ablation.csv"):
         p = dst / generated
         shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-    subprocess.run(["git", "init", "-q"], cwd=dst, check=True)
     _set_params(dst, TINY)
     return dst
 
@@ -203,16 +196,10 @@ def voc_repo(tmp_path_factory) -> Path:
     sys.path.insert(0, str(Path(__file__).parent))
     from data_fixtures import make_mask, make_voc
 
-    dst = tmp_path_factory.mktemp("voc_clone")
-    for f in _repo_files():
-        (dst / f).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / f, dst / f)
-    for lock in lock_files(dst):
-        lock.unlink(missing_ok=True)
+    dst = copy_repo(tmp_path_factory.mktemp("voc_clone"))
     masks = {f"2007_00000{i}": make_mask([1 + i, 15]) for i in range(4)}
     make_voc(dst / "data/VOCdevkit/VOC2012", masks,
              {"train": ["2007_000000", "2007_000001"], "val": ["2007_000002", "2007_000003"]})
-    subprocess.run(["git", "init", "-q"], cwd=dst, check=True)
     _set_params(dst, {"data": {"dataset": "voc", "root": "data/VOCdevkit/VOC2012"},
                       "superpixels": {"workers": 1, "slic": {"n_segments": 10}}})
     return dst

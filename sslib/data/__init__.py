@@ -20,6 +20,7 @@ from .voc import VOC_CLASSES, VOCDataset, synthetic_classes, voc_palette
 
 __all__ = [
     "SegDataset", "LabelMapDataset", "ScaleCropTransform", "VOCDataset", "COCODataset", "build_dataset", "dataset_classes", "split_name",
+    "resolve_split",
     "TrainTransform", "EvalTransform", "build_train_transform", "VOC_CLASSES", "COCO_CLASSES",
     "voc_palette",
 ]
@@ -54,3 +55,9 @@ def split_name(data_cfg: DataConfig, key: str) -> str:
     if key not in ("train", "val"):
         raise ValueError(f"split key must be 'train' or 'val', got {key!r}")
     return data_cfg.train_split if key == "train" else data_cfg.val_split
+
+
+def resolve_split(data_cfg: DataConfig, split: str) -> str:
+    """:func:`split_name` for ``"train"`` / ``"val"``; any other name (a split list of the
+    data set) as it is."""
+    return split_name(data_cfg, split) if split in ("train", "val") else split

@@ -59,10 +59,11 @@ class ImageView:
 
 
 def resolve_split(params: Params, split: str) -> str:
-    """``train`` / ``val`` -> ``data.train_split`` / ``data.val_split``; any other name as is."""
-    from ..data import split_name
+    """``train`` / ``val`` -> ``data.train_split`` / ``data.val_split``; any other name as is
+    (:func:`sslib.data.resolve_split`, which the notebook reaches through here)."""
+    from ..data import resolve_split as resolve
 
-    return split_name(params.data, split) if split in ("train", "val") else split
+    return resolve(params.data, split)
 
 
 def select(names: Sequence[str], all_names: Sequence[str], split: str, n_images: int) -> list[int]:

@@ -21,12 +21,11 @@ __all__ = ["run", "images", "main"]
 def images(params: Params) -> dict[str, Path]:
     """``{name: image path}`` of every image of the splits in ``superpixels.splits`` (``train``
     and ``val`` stand for ``data.train_split`` and ``data.val_split``)."""
-    from ..data import build_dataset, split_name
+    from ..data import build_dataset, resolve_split
 
     items: dict[str, Path] = {}
     for split in params.superpixels.splits:
-        split = split_name(params.data, split) if split in ("train", "val") else split
-        ds = build_dataset(params.data, split, with_mask=False)
+        ds = build_dataset(params.data, resolve_split(params.data, split), with_mask=False)
         items.update((name, ds.image_path(name)) for name in ds.names)
     return items
 
