@@ -1,7 +1,9 @@
 """The full training step of each training stage at the paper's sizes, fp32 against bf16.
 
     python benchmarks/bench_gpu_step.py [--device cuda] [--steps cam,cam_official,irn,seg]
-        [--dtypes fp32,bf16] [--repeats 10] [--size voc|tiny] [--vgg-weights weights/vgg19-dcbb9e9d.pth]
+        [--dtypes fp32,bf16] [--changes contiguous,target_grad,foreach,fused,cudnn_benchmark,compile]
+        [--floor] [--profile] [--repeats 10] [--warmup 2] [--size voc|tiny] [--seg-batch N]
+        [--vgg-weights weights/vgg19-dcbb9e9d.pth]
 
 Each step is what the stage runs, on random data of the training shape (random-init
 weights unless a file is given: the cost does not depend on the values), networks and
@@ -19,18 +21,43 @@ images in channels_last as the stages put them:
   masked cross-entropy; ``seg_beco``: the two co-trained networks of BECO's loss.
 
 bf16 is ``torch.autocast`` (as the stages with ``amp: true``; on the CPU too, where it is
-slow). Prints a table: ms per step (median of ``--repeats`` after two warm-ups), images
-per second, and the CUDA allocator's peak (``-`` on the CPU). ``--size tiny`` runs the
-same code at toy sizes (a quick check on a CPU). No asserts.
+slow). ``--changes`` times each step again with one change at a time against the stages'
+set-up (the speed-up of each, separately):
+
+* ``contiguous``: networks and images in the default layout, not channels_last (undoes
+  a kept choice);
+* ``target_grad``: the perceptual loss's target features computed with autograd on, not
+  under ``no_grad`` (undoes a kept choice; CAM steps only);
+* ``foreach``: the optimisers' multi-tensor (``foreach``) implementation (torch's default
+  on CUDA; the CPU default is the per-parameter loop);
+* ``fused``: the fused optimiser kernels (``fused=True``);
+* ``cudnn_benchmark``: ``torch.backends.cudnn.benchmark`` on (CUDA only);
+* ``compile``: ``torch.compile`` on the trained networks (default mode; compilation
+  falls in the warm-up steps).
+
+``--floor`` counts the step's floating-point operations (``torch.utils.flop_counter``,
+forward and backward, matmuls and convolutions) and measures the device's dense matmul
+rate in that dtype (4096 x 4096 GEMMs; 1024 on the CPU): the floor is FLOPs / rate (for bf16
+the faster of the bf16 and fp32 rates: a CPU without bf16 instructions multiplies bf16
+matrices at ~1 GFLOP/s, and a step could always stay in fp32), and ``x floor`` is the
+step's time over it. ``--profile`` prints the operators that take the most time in one
+step of each step and dtype as the stages run it (``torch.profiler``).
+
+Prints a table: ms per step (median of ``--repeats`` after ``--warmup`` steps, and their
+range), images per second, the speed-up against the stages' set-up, and the CUDA allocator's peak
+(``-`` on the CPU). ``--size tiny`` runs the same code at toy sizes (a quick check on a
+CPU). No asserts.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import statistics
 import sys
 import tempfile
 import time
+import types
 import warnings
 from pathlib import Path
 
@@ -42,7 +69,9 @@ SIZES = {  # batch, crop, classes per stage
     "voc": {"cam": (6, 512, 20), "irn": (16, 512, 20), "seg": (16, 512, 21)},
     "tiny": {"cam": (2, 64, 5), "irn": (2, 96, 5), "seg": (2, 64, 5)},
 }
-CL = torch.channels_last
+#: one change at a time against the stages' set-up (module docstring)
+CHANGES = ("contiguous", "target_grad", "foreach", "fused", "cudnn_benchmark", "compile")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def _superpixels(n: int, size: int, device, count: int = 64) -> torch.Tensor:
@@ -81,25 +110,55 @@ def _official_alignment(cams, sp, labels, threshold=0.3, erosion=8):
         ba.erode = orig
 
 
-def cam_step(device, size, vgg_file, official: bool):
+def _layout(change: str | None) -> torch.memory_format:
+    return torch.contiguous_format if change == "contiguous" else torch.channels_last
+
+
+def _opt_kwargs(change: str | None) -> dict:
+    """The stages build their optimisers with torch's defaults; ``foreach``/``fused`` set them."""
+    return {"foreach": True} if change == "foreach" else {"fused": True} if change == "fused" else {}
+
+
+def _maybe_compile(net: torch.nn.Module, change: str | None):
+    return torch.compile(net) if change == "compile" else net
+
+
+def _forward_with_target_grad(self, x, target):
+    """PerceptualLoss.forward with the target's features computed with autograd on."""
+    ft = self.features(target.detach())
+    fx = self.features(x)
+    return sum(w * F.l1_loss(a, b.detach()) for w, a, b in zip(self.layer_weights, fx, ft))
+
+
+def cam_step(device, size, vgg_file, official: bool, change: str | None = None):
     from sslib.losses import alignment_loss, classification_loss
     from sslib.models import CAMNet, Decoder, build_reconstruction_loss
 
     n, s, c = SIZES[size]["cam"]
-    net = CAMNet(c, backbone="resnet50", weights="none", frozen_stages=2, bn_eval=True).to(device, memory_format=CL)
+    fmt = _layout(change)
+    net = CAMNet(c, backbone="resnet50", weights="none", frozen_stages=2, bn_eval=True).to(device, memory_format=fmt)
     dec = Decoder(c, width=256 if size == "voc" else 32).to(device)
-    rec_once = build_reconstruction_loss("perceptual", vgg_file, "vgg19").to(device)
-    opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
-    dopt = torch.optim.Adam(dec.parameters(), lr=1e-4)
-    x = torch.randn(n, 3, s, s, device=device).contiguous(memory_format=CL)
+
+    def build_rec():
+        rec = build_reconstruction_loss("perceptual", vgg_file, "vgg19").to(device)
+        if change == "target_grad":
+            rec.perceptual.forward = types.MethodType(_forward_with_target_grad, rec.perceptual)
+        return rec
+
+    rec_once = build_rec()
+    opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.01, momentum=0.9,
+                          **_opt_kwargs(change))
+    dopt = torch.optim.Adam(dec.parameters(), lr=1e-4, **_opt_kwargs(change))
+    fnet, fdec = _maybe_compile(net, change), _maybe_compile(dec, change)
+    x = torch.randn(n, 3, s, s, device=device).contiguous(memory_format=fmt)
     y, sp = _labels(n, c, device), _superpixels(n, s, device)
     y_cpu = y.cpu()
 
     def step(autocast):
-        rec = build_reconstruction_loss("perceptual", vgg_file, "vgg19").to(device) if official else rec_once
+        rec = build_rec() if official else rec_once
         with autocast():
-            scores, cams = net(x)
-            loss = classification_loss(scores.float(), y) + rec(dec(cams.contiguous()).float(), x)
+            scores, cams = fnet(x)
+            loss = classification_loss(scores.float(), y) + rec(fdec(cams.contiguous()).float(), x)
         cams = cams.float()
         loss = loss + (_official_alignment(cams, sp, y) if official else alignment_loss(cams, sp, y_cpu))
         opt.zero_grad(set_to_none=True)
@@ -111,20 +170,22 @@ def cam_step(device, size, vgg_file, official: bool):
     return step, n
 
 
-def irn_step(device, size):
+def irn_step(device, size, change: str | None = None):
     from sslib.affinity import affinity_loss
     from sslib.models import BoundaryNet
 
     n, s, _ = SIZES[size]["irn"]
-    net = BoundaryNet("resnet50", weights="none").to(device, memory_format=CL)
-    opt = torch.optim.SGD(net.param_groups()[1], lr=0.1)
-    x = torch.randn(n, 3, s, s, device=device).contiguous(memory_format=CL)
+    fmt = _layout(change)
+    net = BoundaryNet("resnet50", weights="none").to(device, memory_format=fmt)
+    opt = torch.optim.SGD(net.param_groups()[1], lr=0.1, **_opt_kwargs(change))
+    fnet = _maybe_compile(net, change)
+    x = torch.randn(n, 3, s, s, device=device).contiguous(memory_format=fmt)
     g = torch.Generator().manual_seed(0)
     lab = torch.randint(0, 3, (n, s // 4, s // 4), generator=g).to(device)
 
     def step(autocast):
         with autocast():
-            logits = net(x)
+            logits = fnet(x)
         loss = affinity_loss(logits.float(), lab, radius=10)["total"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -133,17 +194,20 @@ def irn_step(device, size):
     return step, n
 
 
-def seg_step(device, size, batch, beco: bool):
+def seg_step(device, size, batch, beco: bool, change: str | None = None):
     from sslib.beco import beco_loss
     from sslib.losses import seg_cross_entropy
     from sslib.models.deeplab import DeepLabV2
 
     n, s, c = SIZES[size]["seg"]
     n = batch or n
-    nets = [DeepLabV2(c, "resnet101", weights="none", output_stride=8).to(device, memory_format=CL)
+    fmt = _layout(change)
+    nets = [DeepLabV2(c, "resnet101", weights="none", output_stride=8).to(device, memory_format=fmt)
             for _ in range(2 if beco else 1)]
-    opt = torch.optim.SGD([p for m in nets for p in m.parameters()], lr=0.01, momentum=0.9, weight_decay=1e-4)
-    x = torch.randn(n, 3, s, s, device=device).contiguous(memory_format=CL)
+    opt = torch.optim.SGD([p for m in nets for p in m.parameters()], lr=0.01, momentum=0.9, weight_decay=1e-4,
+                          **_opt_kwargs(change))
+    fnets = [_maybe_compile(m, change) for m in nets]
+    x = torch.randn(n, 3, s, s, device=device).contiguous(memory_format=fmt)
     g = torch.Generator().manual_seed(0)
     target = torch.randint(0, c, (n, s, s), generator=g).to(device)
     mask = (torch.rand(n, s, s, generator=g) > 0.5).to(device)
@@ -154,7 +218,7 @@ def seg_step(device, size, batch, beco: bool):
 
     def step(autocast):
         with autocast():
-            outs = [m(x) for m in nets]
+            outs = [m(x) for m in fnets]
         if beco:
             loss = beco_loss(up(outs[0]), up(outs[1]), target, mask.float(), band)["total"]
         else:
@@ -166,29 +230,76 @@ def seg_step(device, size, batch, beco: bool):
     return step, n
 
 
-def _time(step, device, dtype: str, repeats: int) -> tuple[float, float | None]:
+def _autocast(device: str, dtype: str):
     dev_type = torch.device(device).type
     if dtype == "bf16":
-        def autocast():
-            return torch.autocast(dev_type, dtype=torch.bfloat16)
-    else:
-        def autocast():
-            return contextlib.nullcontext()
-    cuda = dev_type == "cuda"
-    for _ in range(2):
-        step(autocast)
-    if cuda:
+        return lambda: torch.autocast(dev_type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def _sync(device: str) -> None:
+    if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
+
+
+def _time(step, device, dtype: str, repeats: int, warmup: int) -> tuple[float, float, float, float | None]:
+    """Median, min and max ms per step after ``warmup`` steps, and the CUDA peak in GiB (None on the CPU)."""
+    autocast = _autocast(device, dtype)
+    cuda = torch.device(device).type == "cuda"
+    for _ in range(warmup):
+        step(autocast)
+    _sync(device)
+    if cuda:
         torch.cuda.reset_peak_memory_stats()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         step(autocast)
-        if cuda:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
+        _sync(device)
+        times.append(1000 * (time.perf_counter() - t0))
     peak = torch.cuda.max_memory_allocated() / 2 ** 30 if cuda else None
-    return 1000 * statistics.median(times), peak
+    return statistics.median(times), min(times), max(times), peak
+
+
+def step_flops(step, device) -> int:
+    """Floating-point operations of one fp32 step (forward and backward; matmuls and convs)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step(contextlib.nullcontext)
+    _sync(device)
+    return counter.get_total_flops()
+
+
+def matmul_rate(device: str, dtype: str, repeats: int = 5) -> float:
+    """The device's dense GEMM rate in FLOP/s for ``dtype`` (median of ``repeats`` n x n products;
+    n = 4096 on a GPU, 1024 on the CPU, where fp32 saturates by then and bf16 runs at ~1 GFLOP/s
+    without bf16 instructions)."""
+    n = 4096 if torch.device(device).type == "cuda" else 1024
+    a = torch.randn(n, n, device=device, dtype=DTYPES[dtype])
+    b = torch.randn(n, n, device=device, dtype=DTYPES[dtype])
+    a @ b
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return 2 * n ** 3 / statistics.median(times)
+
+
+def profile_table(step, device, dtype: str, rows: int = 12) -> str:
+    """The operators with the most self time in one step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = torch.device(device).type == "cuda"
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=acts) as prof:
+        step(_autocast(device, dtype))
+        _sync(device)
+    key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=rows)
 
 
 def main() -> None:
@@ -196,15 +307,23 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--steps", default="cam,cam_official,irn,seg", help="comma-separated: cam, cam_official, irn, seg, seg_beco")
     ap.add_argument("--dtypes", default="fp32,bf16")
+    ap.add_argument("--changes", default="", help=f"comma-separated, each timed alone against the stages' set-up: {', '.join(CHANGES)}")
+    ap.add_argument("--floor", action="store_true", help="count FLOPs and give the time against the device's GEMM rate")
+    ap.add_argument("--profile", action="store_true", help="print the operators that take the most time in one step")
     ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--size", default="voc", choices=sorted(SIZES))
     ap.add_argument("--seg-batch", type=int, default=None, help="segmentation batch (default: 16 at voc size)")
     ap.add_argument("--vgg-weights", default=None, help="torchvision's vgg19 state dict (default: random weights in a temporary file)")
     args = ap.parse_args()
+    changes = [c for c in args.changes.split(",") if c]
+    unknown = sorted(set(changes) - set(CHANGES))
+    if unknown:
+        ap.error(f"unknown --changes {unknown}; choose from {', '.join(CHANGES)}")
     warnings.filterwarnings("ignore")  # random-init warnings of the weights loaders
+    logging.getLogger("sslib").setLevel(logging.ERROR)  # ... and their log lines
     torch.manual_seed(0)
-    if args.device.startswith("cuda"):
-        torch.backends.cudnn.benchmark = True
+    cuda = args.device.startswith("cuda")
     with tempfile.TemporaryDirectory() as tmp:
         vgg = args.vgg_weights
         if vgg is None:  # the official step loads a file every step: give it one of the real size
@@ -212,23 +331,46 @@ def main() -> None:
 
             vgg = f"{tmp}/vgg19-random.pth"
             torch.save(torchvision.models.vgg19().state_dict(), vgg)
-        builders = {"cam": lambda: cam_step(args.device, args.size, vgg, False),
-                    "cam_official": lambda: cam_step(args.device, args.size, vgg, True),
-                    "irn": lambda: irn_step(args.device, args.size),
-                    "seg": lambda: seg_step(args.device, args.size, args.seg_batch, False),
-                    "seg_beco": lambda: seg_step(args.device, args.size, args.seg_batch, True)}
+        builders = {"cam": lambda ch: cam_step(args.device, args.size, vgg, False, ch),
+                    "cam_official": lambda ch: cam_step(args.device, args.size, vgg, True, ch),
+                    "irn": lambda ch: irn_step(args.device, args.size, ch),
+                    "seg": lambda ch: seg_step(args.device, args.size, args.seg_batch, False, ch),
+                    "seg_beco": lambda ch: seg_step(args.device, args.size, args.seg_batch, True, ch)}
+        rates = {d: matmul_rate(args.device, d) for d in {"fp32", *args.dtypes.split(",")}} if args.floor else {}
+        floor_rate = {d: max(r, rates["fp32"]) for d, r in rates.items()}  # bf16 may always fall back to fp32
         print(f"training steps on {args.device} ({args.size} size; {torch.get_num_threads()} CPU threads), "
-              f"median of {args.repeats}")
-        print("| step | dtype | ms / step | images / s | peak GiB |\n|---|---|---:|---:|---:|")
+              f"median of {args.repeats} after {args.warmup} warm-up steps")
+        for d, r in rates.items():
+            print(f"dense {d} GEMM rate: {r / 1e12:.4f} TFLOP/s")
+        print("| step | change | dtype | ms / step | min - max | images / s | vs stages | TFLOP / step | x floor | peak GiB |\n"
+              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+        profiles = []
         for name in args.steps.split(","):
-            step, n = builders[name]()
-            for dtype in args.dtypes.split(","):
-                ms, peak = _time(step, args.device, dtype, args.repeats)
-                print(f"| {name} | {dtype} | {ms:.1f} | {1000 * n / ms:.1f} | {'-' if peak is None else f'{peak:.1f}'} |",
-                      flush=True)
-            del step
-            if args.device.startswith("cuda"):
-                torch.cuda.empty_cache()
+            base, flops = {}, None
+            for change in [None] + changes:
+                if change == "target_grad" and not name.startswith("cam"):
+                    continue
+                if change == "cudnn_benchmark" and not cuda:
+                    continue
+                torch.backends.cudnn.benchmark = change == "cudnn_benchmark"
+                step, n = builders[name](change)
+                if args.floor and change is None:
+                    flops = step_flops(step, args.device)
+                for dtype in args.dtypes.split(","):
+                    ms, lo, hi, peak = _time(step, args.device, dtype, args.repeats, args.warmup)
+                    base.setdefault(dtype, ms)
+                    floor = f"{ms / (1000 * flops / floor_rate[dtype]):.1f}" if flops else "-"
+                    print(f"| {name} | {change or 'stages'} | {dtype} | {ms:.1f} | {lo:.0f} - {hi:.0f} | {1000 * n / ms:.2f} | "
+                          f"{base[dtype] / ms:.2f}x | {flops / 1e12 if flops else float('nan'):.3g} | {floor} | "
+                          f"{'-' if peak is None else f'{peak:.1f}'} |", flush=True)
+                    if args.profile and change is None:
+                        profiles.append((f"{name} {change or 'stages'} {dtype}",
+                                         profile_table(step, args.device, dtype)))
+                del step
+                if cuda:
+                    torch.cuda.empty_cache()
+        for title, table in profiles:
+            print(f"\n## {title}\n{table}")
 
 
 if __name__ == "__main__":

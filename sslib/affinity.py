@@ -198,6 +198,9 @@ def boundary_to_affinity(boundary: Tensor, radius: int) -> Tensor:
     The gradient reaches one pixel per affinity, the path's first maximal pixel (IRN's max
     pool does the same). The maximum is searched without autograd, then read with one
     ``gather``, so autograd keeps an (N, D, h', w') index rather than every path pixel.
+    The search keeps the first maximum's position along the path in uint8 (one byte a pair,
+    updated with ``maximum``), which made IRN's VOC-size training step about 10 % faster on
+    the CPU than an int64 window index updated with ``where`` (README, Measured).
     """
     flat = boundary.dim() == 2
     b = boundary[None, None] if flat else boundary
@@ -209,19 +212,22 @@ def boundary_to_affinity(boundary: Tensor, radius: int) -> Tensor:
     n, _, h, w = b.shape
     ch, cw = sp.cropped_size((h, w))
     win = F.unfold(b, sp.window)                                   # (N, U, h' * w'), U = window size
-    idx = _path_window_index(sp.radius, b.device)                  # (L, D)
+    idx = _path_window_index(sp.radius, b.device)                  # (L, D); L = 22 at r = 10
     need_grad = torch.is_grad_enabled() and b.requires_grad
     with torch.no_grad():
         best = win.index_select(1, idx[0])                         # (N, D, P)
-        arg = idx[0, :, None].expand(n, -1, best.shape[2]) if need_grad else None
+        # pos: the path position of the first maximum, in uint8 (L < 256 checked): the last l whose
+        # pixel beat all before it (strictly: ties keep the first) is the largest such l
+        if need_grad and idx.shape[0] > 255:
+            raise ValueError(f"radius {radius}: paths of {idx.shape[0]} pixels do not fit the uint8 positions")
+        pos = torch.zeros(best.shape, dtype=torch.uint8, device=b.device) if need_grad else None
         for l in range(1, idx.shape[0]):
             cand = win.index_select(1, idx[l])
             if need_grad:
-                better = cand > best                               # strict: the first maximum wins
-                best = torch.where(better, cand, best)
-                arg = torch.where(better, idx[l, :, None], arg)
-            else:
-                best = torch.maximum(best, cand)
+                torch.maximum(pos, (cand > best).view(torch.uint8) * l, out=pos)
+            torch.maximum(best, cand, out=best)
+        if need_grad:                                              # window index of that pixel
+            arg = idx.t().expand(n, -1, -1).gather(2, pos.long())  # (N, D, P)
     top = win.gather(1, arg) if need_grad else best
     aff = (1 - top).view(n, sp.num_directions, ch, cw)
     return aff[0] if flat else aff

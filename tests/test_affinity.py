@@ -124,6 +124,26 @@ def test_boundary_to_affinity_matches_shifted_crops_values_and_gradient(r):
         torch.testing.assert_close(boundary_to_affinity(b[0, 0], r), ref[0])
 
 
+def test_boundary_to_affinity_gives_each_gradient_to_the_first_maximal_path_pixel():
+    # quantised boundaries tie often; IRN's max pool (and ours) credits the first maximum in path order
+    r = 3
+    g = torch.Generator().manual_seed(7)
+    b = (torch.randint(0, 3, (2, 1, 9, 10), generator=g).double() / 2).requires_grad_()
+    aff = boundary_to_affinity(b, r)
+    up = torch.randn(aff.shape, generator=g, dtype=torch.float64)
+    (grad,) = torch.autograd.grad((aff * up).sum(), b)
+    rf, (ch, cw) = r - 1, aff.shape[2:]
+    ref, ties = torch.zeros_like(b), 0
+    for k, path in enumerate(search_paths(r).paths):
+        crops = torch.stack([b.detach()[:, 0, y:y + ch, rf + x:rf + x + cw] for y, x in path])  # (L, N, h', w')
+        first = crops.argmax(0)                                   # the first maximum in path order
+        ties += int(((crops == crops.amax(0)).sum(0) > 1).sum())
+        for l, (y, x) in enumerate(path):
+            ref[:, 0, y:y + ch, rf + x:rf + x + cw] -= up[:, k] * (first == l)
+    assert ties > 100
+    torch.testing.assert_close(grad, ref)
+
+
 def test_pair_indices_and_pair_labels_agree_with_irn_flat_indexing():
     g = torch.Generator().manual_seed(1)
     lab = torch.randint(0, 4, (9, 13), generator=g)
