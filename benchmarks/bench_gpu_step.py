@@ -124,7 +124,8 @@ def _maybe_compile(net: torch.nn.Module, change: str | None):
 
 
 def _forward_with_target_grad(self, x, target):
-    """PerceptualLoss.forward with the target's features computed with autograd on."""
+    """PerceptualLoss.forward with the target's features computed with autograd on (the VGG-19
+    form the CAM step uses: no per-layer normalisation, inputs under 1024 px)."""
     ft = self.features(target.detach())
     fx = self.features(x)
     return sum(w * F.l1_loss(a, b.detach()) for w, a, b in zip(self.layer_weights, fx, ft))
