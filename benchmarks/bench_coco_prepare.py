@@ -25,7 +25,8 @@ from bench_superpixels import textured_image
 from sslib import superpixels as sp
 from sslib.config import DataConfig, FelzenszwalbConfig, SuperpixelConfig
 from sslib.data.coco_masks import CATEGORY_TO_CLASS
-from sslib.io import save_jpeg, write_json
+from sslib.io import write_json
+from sslib.formats import save_jpeg
 
 
 def fake_download(root: Path, n: int, objects: int, h: int, w: int, seed: int) -> list[Path]:

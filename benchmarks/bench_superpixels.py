@@ -23,7 +23,7 @@ import numpy as np
 
 from sslib import superpixels as sp
 from sslib.config import SuperpixelConfig
-from sslib.io import save_jpeg
+from sslib.formats import save_jpeg
 from sslib.metrics import confusion_matrix
 
 

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from sslib import config  # noqa: E402
 from sslib.ablation import to_markdown  # noqa: E402
-from sslib.io import write_text  # noqa: E402
+from sslib.io import write_text
 
 #: setting -> the ``-S`` overrides of the superpixels (the default setting has none)
 SETTINGS: dict[str, dict[str, Any]] = {

@@ -34,7 +34,7 @@ stats
 import matplotlib.pyplot as plt
 
 from sslib import superpixels as sp
-from sslib.io import read_rgb
+from sslib.formats import read_rgb
 
 names = sorted(items)[:4]
 fig, axes = plt.subplots(2, len(names), figsize=(3 * len(names), 6), squeeze=False)

@@ -43,7 +43,7 @@ import numpy as np
 
 from sslib import viz
 from sslib.data import build_dataset
-from sslib.io import read_png_labels
+from sslib.formats import read_png_labels
 
 ds = build_dataset(params.data, params.data.val_split)
 rows = []

@@ -47,7 +47,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .io import DataError, save_npz
+from .io import DataError
+from .formats import save_npz
 
 __all__ = [
     "strided_size", "multiscale_cams", "normalize_present", "save_cam", "load_cam",

@@ -30,7 +30,8 @@ from torch import Tensor
 
 from .cam import cam_path, load_cam
 from .config import thresholds_from
-from .io import IGNORE_INDEX, DataError, write_text
+from .io import DataError, write_text
+from .formats import IGNORE_INDEX
 from .metrics import scores
 
 __all__ = ["thresholds_from", "strongest_class", "threshold_labels", "cam_labels", "sweep_confusion", "evaluate_split",

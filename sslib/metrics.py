@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .io import IGNORE_INDEX
+from .formats import IGNORE_INDEX
 
 __all__ = ["confusion_matrix", "scores", "scores_table"]
 

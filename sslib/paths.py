@@ -43,7 +43,7 @@ __all__ = ["REPORTS", "SCRATCH", "PIPELINE_ENV", "SCRATCH_ENV", "in_pipeline", "
            "confidence_mask_file", "pseudo_label_reports", "pseudo_label_table", "seg_dir", "seg_checkpoint",
            "seg_model", "seg_reports", "seg_prediction_dir", "seg_prediction_file", "seg_eval_reports", "paper_table", "notebook",
            "figure", "data_stats", "ablation_table", "ablation_markdown", "ablation_sweep", "stage_outputs",
-           "STAGE_OUT_DIRS", "NOTEBOOK_DIR"]
+           "STAGE_OUT_DIRS", "NOTEBOOK_DIR", "RESOLVED", "resolved_code", "resolved_settings"]
 
 REPORTS = Path("reports")
 SCRATCH = Path("scratch")
@@ -62,6 +62,21 @@ STAGE_OUT_DIRS = {"synthesize": ("synthetic", "out_dir"), "prepare": ("data", "p
 # file names inside a run's folders
 CHECKPOINT, MODEL = "checkpoint.pt", "model.pt"
 LOSSES, METRICS, SWEEP = "losses.csv", "metrics.json", "sweep.csv"
+
+
+#: the resolve stage's folder: each run's settings and each stage's code fingerprint (git-tracked)
+RESOLVED = Path("pipeline") / "resolved"
+
+
+def resolved_code(stage: str) -> Path:
+    """``pipeline/resolved/<stage>/code.json``: the code fingerprint every run of ``stage`` depends on."""
+    return RESOLVED / stage / "code.json"
+
+
+def resolved_settings(stage: str, variant: str | None = None) -> Path:
+    """``pipeline/resolved/<stage>/settings.json`` (``settings-<variant>.json`` for a per-run stage):
+    the settings its runs use, as resolved for the variant."""
+    return RESOLVED / stage / ("settings.json" if variant is None else f"settings-{variant}.json")
 
 
 # --------------------------------------------------------------------------- pipeline or scratch

@@ -12,7 +12,7 @@ the dense CRF (:func:`sslib.crf.crf_label`) on the image:
   confident background.
 
 After mapping the CRF labels 0..K to class ids (0, keys + 1), the IR label is the
-foreground map, then 255 (:data:`sslib.io.IGNORE_INDEX`) wherever the foreground map says
+foreground map, then 255 (:data:`sslib.formats.IGNORE_INDEX`) wherever the foreground map says
 background, then 0 wherever *both* maps say background. So a pixel is its foreground class
 wherever the foreground map has one (whatever the background map says), background where
 both refined maps agree on background, and ignored in between.
@@ -43,7 +43,8 @@ from torch import Tensor
 
 from .crf import CRFParams, crf_label
 from .evaluate import cam_labels
-from .io import IGNORE_INDEX, DataError, read_png_labels, save_png, voc_palette
+from .io import DataError
+from .formats import IGNORE_INDEX, read_png_labels, save_png, voc_palette
 
 __all__ = [
     "threshold_argmax", "ir_label", "score_margin", "keep_count", "confidence_mask",

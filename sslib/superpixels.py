@@ -40,7 +40,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from .config import SuperpixelConfig, to_dict
-from .io import DataError, read_png_labels, read_rgb, remove_stale_temps, save_png, write_bytes, write_json
+from .io import DataError, remove_stale_temps, write_bytes, write_json
+from .formats import read_png_labels, read_rgb, save_png
 
 __all__ = [
     "compute", "merge_regions", "save", "load", "read_tags", "path_for", "staging_dir", "params_tag", "precompute",

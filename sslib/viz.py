@@ -44,7 +44,7 @@ def heat_overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5, cmap: 
 def label_image(labels: np.ndarray, palette: np.ndarray | None = None) -> np.ndarray:
     """(H, W) class ids (0 = background, 255 = ignore) -> (H, W, 3) uint8 in the VOC palette."""
     if palette is None:
-        from .io import voc_palette
+        from .formats import voc_palette
 
         palette = voc_palette()
     return palette[np.asarray(labels).astype(np.uint8)]

@@ -13,7 +13,8 @@ import scipy.io
 
 from sslib.config import DataConfig
 from sslib.data.voc import voc_palette
-from sslib.io import save_jpeg, save_png, write_json, write_text
+from sslib.io import write_json, write_text
+from sslib.formats import save_jpeg, save_png
 
 H, W = 20, 30
 #: a distinct colour per class id (0..80); 255 (ignore) is drawn grey

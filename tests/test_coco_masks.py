@@ -13,7 +13,8 @@ pytest.importorskip("pycocotools", reason="pycocotools (the coco extra) is not i
 from sslib.data import coco_masks  # noqa: E402
 from sslib.data.coco import COCODataset  # noqa: E402
 from sslib.data.prepare import prepare  # noqa: E402
-from sslib.io import DataError, read_png_labels  # noqa: E402
+from sslib.io import DataError
+from sslib.formats import read_png_labels
 
 TRAIN = {  # category 1 = person (class 1), 13 = stop sign (class 12), 90 = toothbrush (class 80)
     "COCO_train2014_000000000001": [(1, (2, 2, 12, 10), 0), (13, (8, 4, 20, 16), 0)],   # 13 painted on top of 1

@@ -11,7 +11,8 @@ from data_fixtures import H, W, data_cfg, make_coco, make_mask, read_json, write
 from sslib.data import COCO_CLASSES, build_dataset
 from sslib.data.prepare import prepare
 from sslib.data.coco import COCODataset, subset_of
-from sslib.io import DataError, save_png
+from sslib.io import DataError
+from sslib.formats import save_png
 
 TRAIN = {"COCO_train2014_000000000009": make_mask([1, 80]),
          "COCO_train2014_000000000025": make_mask([52]),

@@ -12,7 +12,8 @@ from sslib.data import VOC_CLASSES, build_dataset
 from sslib.data.prepare import prepare
 from sslib.data.transforms import EvalTransform, TrainTransform
 from sslib.data.voc import VOCDataset, voc_palette
-from sslib.io import DataError, save_png
+from sslib.io import DataError
+from sslib.formats import save_png
 
 MASKS = {"a": make_mask([1]), "b": make_mask([15, 20]), "c": make_mask([7, 1, 12]), "d": make_mask([3])}
 LISTS = {"train": ["a", "b", "c"], "val": ["d"]}

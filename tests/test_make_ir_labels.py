@@ -15,7 +15,8 @@ from sslib import config, paths
 from sslib.cam import cam_path, save_cam, strided_size
 from sslib.data import build_dataset, synthetic
 from sslib.data.prepare import prepare
-from sslib.io import IGNORE_INDEX, DataError
+from sslib.io import DataError
+from sslib.formats import IGNORE_INDEX
 from sslib.pseudo_labels import load_ir_label
 from sslib.stages import make_ir_labels as stage
 

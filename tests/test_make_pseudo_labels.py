@@ -22,7 +22,8 @@ from sslib.cam import cam_path, load_cam, save_cam
 from sslib.config import deep_merge
 from sslib.data import EvalTransform, build_dataset, synthetic
 from sslib.data.prepare import prepare
-from sslib.io import IGNORE_INDEX, DataError
+from sslib.io import DataError
+from sslib.formats import IGNORE_INDEX
 from sslib.models import BoundaryNet, load_boundary_net
 from sslib.pseudo_labels import confidence_mask
 from sslib.stages import make_pseudo_labels as stage

@@ -12,7 +12,8 @@ from sslib.data.prepare import prepare
 from sslib.data.prepare import read_sbd_mat
 from sslib.stages.prepare import main
 from sslib.data.voc import voc_palette
-from sslib.io import DataError, read_png_labels, save_png
+from sslib.io import DataError
+from sslib.formats import read_png_labels, save_png
 
 # VOC: train a, b; val c, d.   SBD: train b, e, c; val f, d.
 VOC_MASKS = {"a": make_mask([1]), "b": make_mask([2, 3]), "c": make_mask([4]), "d": make_mask([5])}

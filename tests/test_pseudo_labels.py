@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from sslib.crf import CRFParams, crf_available, crf_label
-from sslib.io import DataError, save_png
+from sslib.io import DataError
+from sslib.formats import save_png
 from sslib.pseudo_labels import (confidence_mask, ir_label, ir_label_counts, ir_label_quality, ir_label_scores,
                                  keep_count, load_confidence_mask, load_ir_label, save_confidence_mask,
                                  save_ir_label, score_margin, threshold_argmax)
@@ -115,7 +116,7 @@ def test_crf_smooths_noisy_labels_along_colour():
     assert int((out != clean).sum()) <= 2
     # a Fortran-ordered image gives the same result
     assert np.array_equal(crf_label(np.asfortranarray(img), noisy, 2), out)
-    # a read-only image (as sslib.io.read_rgb may return) too
+    # a read-only image (as sslib.formats.read_rgb may return) too
     ro = img.copy()
     ro.flags.writeable = False
     assert np.array_equal(crf_label(ro, noisy, 2), out)

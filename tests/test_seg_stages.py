@@ -20,7 +20,8 @@ from sslib.crf import crf_available
 from sslib.data import build_dataset, synthetic
 from sslib.data.prepare import prepare
 from sslib.inference import multiscale_logits
-from sslib.io import IGNORE_INDEX, DataError
+from sslib.io import DataError
+from sslib.formats import IGNORE_INDEX
 from sslib.models import WeightsError, load_seg_nets
 from sslib.pseudo_labels import save_confidence_mask
 from sslib.stages import eval_seg, train_seg

@@ -9,7 +9,8 @@ from skimage.segmentation import find_boundaries
 
 from sslib import superpixels as sp
 from sslib.config import FelzenszwalbConfig, SlicConfig, SuperpixelConfig
-from sslib.io import DataError, read_rgb, save_jpeg, save_png
+from sslib.io import DataError
+from sslib.formats import read_rgb, save_jpeg, save_png
 
 
 def blocks_image(seed: int = 0, h: int = 32, w: int = 40) -> np.ndarray:
@@ -113,7 +114,7 @@ def test_precompute_serial_and_parallel_give_identical_files(tmp_path):
         b1 = sp.path_for(tmp_path / "w1", name).read_bytes()
         assert b1 == sp.path_for(tmp_path / "w2", name).read_bytes()
         ids = sp.load(sp.path_for(tmp_path / "w1", name))
-        from sslib.io import read_rgb
+        from sslib.formats import read_rgb
         np.testing.assert_array_equal(ids, sp.compute(read_rgb(img_path), SLIC))
     assert (tmp_path / "w1" / "meta.json").read_bytes() == (tmp_path / "w2" / "meta.json").read_bytes()
     meta = json.loads((tmp_path / "w1" / "meta.json").read_text())

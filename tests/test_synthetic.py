@@ -12,7 +12,7 @@ from PIL import Image
 
 from sslib.config import SyntheticConfig
 from sslib.data import synthetic as syn
-from sslib.io import read_lines, read_png_labels, read_rgb
+from sslib.formats import read_lines, read_png_labels, read_rgb
 
 TINY = {"n_train": 8, "n_val": 4, "image_size": 64}
 C = len(syn.CLASSES)

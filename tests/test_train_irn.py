@@ -20,7 +20,8 @@ from sslib.config import deep_merge
 from sslib.data import LabelMapDataset, ScaleCropTransform, build_dataset, synthetic
 from sslib.data.prepare import prepare
 from sslib.data.transforms import normalize
-from sslib.io import IGNORE_INDEX, DataError
+from sslib.io import DataError
+from sslib.formats import IGNORE_INDEX
 from sslib.models import BoundaryNet, load_boundary_net
 from sslib.pseudo_labels import load_ir_label, save_ir_label
 from sslib.stages import train_irn

@@ -29,7 +29,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..io import DataError, read_png_labels, read_rgb
+from ..io import DataError
+from ..formats import read_png_labels, read_rgb
 
 __all__ = [
     "SegDataset", "LabelMapDataset", "LABELS_NAME", "PREPARE_HINT", "list_stems", "find_split_list",

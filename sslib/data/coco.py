@@ -26,7 +26,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from ..io import DataError, read_lines
+from ..io import DataError
+from ..formats import read_lines
 from .base import SegDataset, check_images_exist, find_split_list, list_stems, load_label_cache
 
 __all__ = [

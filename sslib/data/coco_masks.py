@@ -36,7 +36,8 @@ from typing import Any, Iterable, NamedTuple
 
 import numpy as np
 
-from ..io import DataError, read_png_labels, save_png, write_json
+from ..io import DataError, write_json
+from ..formats import read_png_labels, save_png
 
 __all__ = ["COCO_CATEGORY_IDS", "CATEGORY_TO_CLASS", "instances_file", "load_instances", "image_entries",
            "class_mask", "write_class_masks", "require_pycocotools"]

@@ -46,7 +46,8 @@ import numpy as np
 from PIL import Image
 
 from ..config import ConfigError, DataConfig
-from ..io import IGNORE_INDEX, DataError, read_lines, read_png_labels, remove_stale_temps, save_png, write_json, write_text
+from ..io import DataError, remove_stale_temps, write_json, write_text
+from ..formats import IGNORE_INDEX, read_lines, read_png_labels, save_png
 from . import coco, voc
 from .base import LABELS_NAME, check_images_exist, list_stems
 

@@ -93,7 +93,8 @@ from typing import Callable
 import numpy as np
 
 from ..config import SyntheticConfig
-from ..io import DataError, remove_stale_temps, save_jpeg, save_png, voc_palette, write_json, write_text
+from ..io import DataError, remove_stale_temps, write_json, write_text
+from ..formats import save_jpeg, save_png, voc_palette
 
 __all__ = [
     "CLASSES", "CONTEXTS", "PREFERRED_CONTEXT", "SHAPES", "TEXTURES", "voc_palette",
@@ -966,7 +967,7 @@ def read_meta(out_dir: str | Path) -> dict:
 
 def samples(out_dir: str | Path, split: str, n: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """The first ``n`` images of ``split``: ``(name, (H, W, 3) uint8 image, (H, W) uint8 mask)``."""
-    from ..io import read_lines, read_png_labels, read_rgb
+    from ..formats import read_lines, read_png_labels, read_rgb
 
     out = Path(out_dir)
     names = read_lines(out / "ImageSets" / "Segmentation" / f"{split}.txt")[:n]

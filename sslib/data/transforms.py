@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 
 from ..config import AugmentConfig
-from ..io import IGNORE_INDEX
+from ..formats import IGNORE_INDEX
 
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "normalize", "TrainTransform",

@@ -27,7 +27,8 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from ..io import DataError, read_lines, voc_palette
+from ..io import DataError
+from ..formats import read_lines, voc_palette
 from .base import SegDataset, check_images_exist, find_split_list, list_stems, load_label_cache
 
 __all__ = [

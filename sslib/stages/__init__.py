@@ -9,6 +9,7 @@ same order, appear in ``dvc.yaml``, ``notebooks/`` and here (tests/test_layout.p
 ==================  ========================  ==================================================
 stage               notebook                  what it makes
 ==================  ========================  ==================================================
+resolve             (none: a module)          each run's settings and each stage's code fingerprint
 synthesize          00_synthesize             the synthetic scene set (VOC layout)
 prepare             (none: a module)          image labels, split lists, SegmentationClassAug
 superpixels         01_superpixels            superpixel maps of every image
@@ -26,26 +27,6 @@ paper_table         39_paper_table            CAM / pseudo-label / segmentation 
 ablation            50_ablation               the ablation table, curves and figures
 ==================  ========================  ==================================================
 """
-#: stage name -> notebook stem (None: the stage runs as ``python -m sslib.stages.<stage>``)
-STAGES: dict[str, str | None] = {
-    "synthesize": "00_synthesize",
-    "prepare": None,
-    "superpixels": "01_superpixels",
-    "data_report": "02_data_report",
-    "train_cam": "10_train_cam",
-    "eval_cam": "11_eval_cam",
-    "inspect_cams": "19_inspect_cams",
-    "make_ir_labels": "20_make_ir_labels",
-    "train_irn": "21_train_irn",
-    "make_pseudo_labels": "22_make_pseudo_labels",
-    "pseudo_label_table": "29_pseudo_label_table",
-    "train_seg": "30_train_seg",
-    "eval_seg": "31_eval_seg",
-    "paper_table": "39_paper_table",
-    "ablation": "50_ablation",
-}
-#: stages that run once per variant and seed (DVC matrix stages): of ``runs``, or of
-#: ``runs.downstream`` for those in :data:`DOWNSTREAM`
-PER_RUN = ("train_cam", "eval_cam", "make_ir_labels", "train_irn", "make_pseudo_labels", "train_seg", "eval_seg")
-#: per-run stages whose matrix is ``runs.downstream`` (the runs that feed pseudo labels)
-DOWNSTREAM = ("make_ir_labels", "train_irn", "make_pseudo_labels", "train_seg", "eval_seg")
+from .registry import DOWNSTREAM, PER_RUN, STAGES  # the stages as data (sslib/stages/registry.py)
+
+__all__ = ["STAGES", "PER_RUN", "DOWNSTREAM"]

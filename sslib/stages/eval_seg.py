@@ -37,7 +37,8 @@ import torch
 
 from .. import paths
 from ..config import Params, to_dict
-from ..io import DataError, remove_stale_temps, save_png, voc_palette, write_json
+from ..io import DataError, remove_stale_temps, write_json
+from ..formats import save_png, voc_palette
 from . import common
 
 __all__ = ["run", "eval_seg", "segment", "fused_logits"]

@@ -186,7 +186,7 @@ def quality(params: Params, variant: str, seed: int, progress: bool = False) -> 
     from tqdm.auto import tqdm
 
     from ..data import build_dataset
-    from ..io import IGNORE_INDEX
+    from ..formats import IGNORE_INDEX
     from ..pseudo_labels import ir_label_counts, ir_label_scores, load_ir_label
 
     ds = build_dataset(params.data, params.data.train_split)

@@ -50,7 +50,8 @@ import torch
 
 from .. import distributed, paths
 from ..config import Params, to_dict
-from ..io import DataError, save_png, voc_palette, write_json
+from ..io import DataError, write_json
+from ..formats import save_png, voc_palette
 from ..pseudo_labels import files_stamp
 from . import common
 

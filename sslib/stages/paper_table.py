@@ -75,7 +75,7 @@ def examples(params: Params, n_images: int = 4, seed: int | None = None) -> list
     default the first downstream seed; the ``eval_seg`` PNGs)."""
     from .. import viz
     from ..data import build_dataset
-    from ..io import read_png_labels
+    from ..formats import read_png_labels
 
     d = params.runs.downstream
     seed = d.seeds[0] if seed is None else seed

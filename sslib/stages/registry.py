@@ -1,0 +1,173 @@
+"""The pipeline's stages as data: what each runs, reads and which settings its runs use.
+
+One entry per stage, in the order ``dvc.yaml`` runs them. :mod:`sslib.dvcgen` writes the
+DVC files from these entries, :mod:`sslib.paths` (the outputs) and :mod:`sslib.fingerprint`
+(the code); the ``resolve`` stage writes each run's settings (:func:`settings`) and each
+stage's code fingerprint to ``pipeline/resolved/``, and every run depends on those two
+files instead of on params.yaml sections and source files. So a run reruns when a value it
+uses or the code it executes changes, and for nothing else.
+
+A stage's ``settings`` function names exactly what its runs read, as resolved for the
+run's variant: a key a variant switches off (the alignment keys with ``alignment: false``)
+is not there, so changing it does not rerun that variant.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..config import Params, to_dict, variant_config
+
+__all__ = ["Stage", "REGISTRY", "STAGES", "PER_RUN", "DOWNSTREAM", "pick", "variant_settings", "runs_of"]
+
+RUN = "${item.variant}/seed${item.seed}"  # a run's subfolder in DVC's matrix terms
+ROOT_DATA = ("${data.root}", "${data.prepared_dir}")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One pipeline stage. ``runs``: None (once), ``runs`` or ``runs.downstream`` (per variant and seed)."""
+
+    name: str
+    notebook: str | None
+    doc: str
+    settings: Callable[[Params, str | None], dict[str, Any]]
+    reads: tuple[str, ...] = ()
+    runs: str | None = None
+    #: comment on the artifacts folder's ``persist: true`` (None: the folder is not persisted)
+    persist: str | None = None
+
+
+def pick(params: Params, *keys: str) -> dict[str, Any]:
+    """The values of dotted ``keys`` (sections or fields) as one nested dict."""
+    out: dict[str, Any] = {}
+    for key in keys:
+        *parents, last = key.split(".")
+        node, value = out, params
+        for part in parents:
+            node = node.setdefault(part, {})
+            value = getattr(value, part)
+        value = getattr(value, last)
+        node[last] = to_dict(value) if hasattr(value, "__dataclass_fields__") else value
+    return out
+
+
+def variant_settings(params: Params, variant: str) -> dict[str, Any]:
+    """``ssc`` with ``variants.<variant>`` over it, less the keys of what the variant switches off."""
+    v = to_dict(variant_config(params, variant))
+    off = set()
+    if not v["reconstruction"]:
+        off |= {"rec_loss", "beta_rec"}
+    if not v["alignment"]:
+        off |= {"beta_align", "align_threshold", "align_erosion", "warmup_epochs"}
+    return {k: x for k, x in v.items() if k not in off}
+
+
+def _train_cam(params: Params, variant: str | None) -> dict[str, Any]:
+    v = variant_settings(params, variant)
+    keys = ["data", "augment", "model.backbone", "model.backbone_weights", "model.frozen_stages", "model.bn_eval",
+            "runs.devices", "train_cam"]
+    if v["reconstruction"]:
+        keys.append("model.decoder_width")
+        if v["rec_loss"] == "perceptual":
+            keys.append("model.loss_network")
+            if params.model.loss_network == "vgg19":
+                keys.append("model.vgg_weights")
+    if v["alignment"]:
+        keys.append("superpixels.out_dir")
+    out = pick(params, *keys)
+    if not v["reconstruction"]:  # the decoder's optimiser
+        for k in ("decoder_lr", "decoder_betas"):
+            out["train_cam"].pop(k)
+    return {**out, "variant": v}
+
+
+def _eval_cam(params: Params, variant: str | None) -> dict[str, Any]:
+    return {**pick(params, "data", "runs.devices", "train_cam.out_dir", "eval_cam"),
+            "variant": {"drs_delta": variant_config(params, variant).drs_delta}}
+
+
+def _inspect_cams(params: Params, variant: str | None) -> dict[str, Any]:
+    return {**pick(params, "data", "superpixels.out_dir", "runs.variants", "train_cam.out_dir", "eval_cam.out_dir"),
+            "variants": {v: to_dict(variant_config(params, v)) for v in params.runs.variants}}
+
+
+def _keys(*keys: str) -> Callable[[Params, str | None], dict[str, Any]]:
+    return lambda params, variant: pick(params, *keys)
+
+
+_TRAINED = "holds checkpoint.pt: an interrupted run resumes from it"
+_PER_IMAGE = "per-image files and meta.json: an interrupted run resumes"
+
+REGISTRY: tuple[Stage, ...] = (
+    Stage("synthesize", "00_synthesize", "The synthetic scene set (VOC layout), the embedded default's data.",
+          _keys("synthetic")),
+    Stage("prepare", None, "Image labels, split lists and (VOC + SBD) SegmentationClassAug from the raw data set.",
+          _keys("data"), reads=("${data.root}",),
+          persist="a failed run keeps the last good files; stale ones are removed by sslib"),
+    Stage("superpixels", "01_superpixels", "Superpixel maps of every image of the listed splits.",
+          _keys("data", "superpixels"), reads=ROOT_DATA,
+          persist="new maps are staged beside it (<out_dir>.partial/) and moved in on success; an interrupted run resumes"),
+    Stage("data_report", "02_data_report", "Sample figure and statistics of the data set.",
+          _keys("data", "superpixels.out_dir"), reads=(*ROOT_DATA, "${superpixels.out_dir}")),
+    Stage("train_cam", "10_train_cam",
+          "One CAM-network training per variant and seed (runs.variants x runs.seeds). Only the variants\n"
+          "with alignment read the superpixels (and only their settings name them), but a DVC dep cannot\n"
+          "depend on the matrix item, so every run declares the folder.",
+          _train_cam, reads=(*ROOT_DATA, "${superpixels.out_dir}"), runs="runs", persist=_TRAINED),
+    Stage("eval_cam", "11_eval_cam", "CAMs of every trained run (train + val splits) and their threshold sweep.",
+          _eval_cam, reads=(*ROOT_DATA, f"${{train_cam.out_dir}}/{RUN}/model.pt"), runs="runs"),
+    Stage("inspect_cams", "19_inspect_cams",
+          "The inspection notebook on its default images (open it in JupyterLab for others).",
+          _inspect_cams, reads=(*ROOT_DATA, "${train_cam.out_dir}", "${eval_cam.out_dir}", "${superpixels.out_dir}")),
+    Stage("make_ir_labels", "20_make_ir_labels",
+          "IRN's IR labels (the first pseudo labels) from the train CAMs of each downstream run\n"
+          "(runs.downstream.variants x runs.downstream.seeds).",
+          _keys("data", "eval_cam.out_dir", "make_ir_labels"), reads=(*ROOT_DATA, f"${{eval_cam.out_dir}}/{RUN}"),
+          runs="runs.downstream", persist=_PER_IMAGE),
+    Stage("train_irn", "21_train_irn", "IRN's boundary network on each downstream run's IR labels (the affinity loss).",
+          _keys("data", "model.backbone", "model.backbone_weights", "runs.devices", "make_ir_labels.out_dir",
+                "train_irn"),
+          reads=(*ROOT_DATA, f"${{make_ir_labels.out_dir}}/{RUN}"), runs="runs.downstream", persist=_TRAINED),
+    Stage("make_pseudo_labels", "22_make_pseudo_labels",
+          "IRN's random walk of each downstream run's CAMs on its boundary map, BECO's confidence masks.",
+          _keys("data", "runs.devices", "eval_cam.out_dir", "train_irn.out_dir", "make_pseudo_labels"),
+          reads=(*ROOT_DATA, f"${{eval_cam.out_dir}}/{RUN}", f"${{train_irn.out_dir}}/{RUN}/model.pt"),
+          runs="runs.downstream", persist=_PER_IMAGE),
+    Stage("pseudo_label_table", "29_pseudo_label_table",
+          "The CAM -> IR label -> pseudo label table over the downstream runs, and its figure.",
+          _keys("data", "runs.downstream", "eval_cam.out_dir", "make_ir_labels", "train_irn", "make_pseudo_labels"),
+          reads=(*ROOT_DATA, "reports/eval_cam", "reports/make_ir_labels", "reports/make_pseudo_labels",
+                 "${eval_cam.out_dir}", "${make_ir_labels.out_dir}", "${train_irn.out_dir}",
+                 "${make_pseudo_labels.out_dir}")),
+    Stage("train_seg", "30_train_seg",
+          "DeepLabV2 on each downstream run's pseudo labels (CE in the confidence mask, or BECO).",
+          _keys("data", "runs.devices", "make_pseudo_labels.out_dir", "train_seg"),
+          reads=(*ROOT_DATA, f"${{make_pseudo_labels.out_dir}}/{RUN}"), runs="runs.downstream", persist=_TRAINED),
+    Stage("eval_seg", "31_eval_seg",
+          "Multi-scale (+ dense CRF) segmentation of the val split by each downstream run's network.",
+          _keys("data", "train_seg.out_dir", "eval_seg"),
+          reads=(*ROOT_DATA, f"${{train_seg.out_dir}}/{RUN}/model.pt"), runs="runs.downstream"),
+    Stage("paper_table", "39_paper_table",
+          "The paper's three columns (CAM, pseudo label, segmentation) over the downstream runs.",
+          _keys("data", "runs.downstream", "train_seg", "eval_seg"),
+          reads=(*ROOT_DATA, "reports/eval_cam", "reports/make_pseudo_labels", "reports/eval_seg",
+                 "${eval_seg.out_dir}")),
+    Stage("ablation", "50_ablation", "The ablation table and figures over all variants and seeds.",
+          _keys("data", "runs.variants", "runs.seeds", "eval_cam"),
+          reads=(*ROOT_DATA, "reports/eval_cam", "${eval_cam.out_dir}")),
+)
+
+#: stage name -> notebook stem (None: the stage runs as ``python -m sslib.stages.<stage>``)
+STAGES: dict[str, str | None] = {s.name: s.notebook for s in REGISTRY}
+#: stages that run once per variant and seed (DVC matrix stages)
+PER_RUN = tuple(s.name for s in REGISTRY if s.runs)
+#: per-run stages whose matrix is ``runs.downstream`` (the runs that feed pseudo labels)
+DOWNSTREAM = tuple(s.name for s in REGISTRY if s.runs == "runs.downstream")
+BY_NAME = {s.name: s for s in REGISTRY}
+
+
+def runs_of(params: Params, stage: Stage) -> list[tuple[str, int]]:
+    """``(variant, seed)`` of every run of a per-run ``stage``."""
+    runs = params.runs.downstream if stage.runs == "runs.downstream" else params.runs
+    return [(v, s) for v in runs.variants for s in runs.seeds]

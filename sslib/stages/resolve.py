@@ -1,0 +1,85 @@
+"""Write what every run depends on (the ``resolve`` stage, first in dvc.yaml).
+
+For each stage, ``pipeline/resolved/<stage>/code.json``: the fingerprint of the code it runs
+(:func:`sslib.fingerprint.fingerprint`: each file of its import closure, comments and
+docstrings left out, the modules that cannot change a result left out); and its settings,
+``settings.json``, or for a per-run stage one ``settings-<variant>.json`` per variant: the
+params values its runs use, as resolved for the variant (:mod:`sslib.stages.registry`).
+
+DVC reruns this stage on any edit of params.yaml or the code (it takes seconds), and then
+reruns a run only when one of its two files changed. Files are rewritten only when their
+content changes; those of variants no longer run are removed.
+
+Usage::
+
+    python -m sslib.stages.resolve
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from .. import paths
+from ..config import ConfigError, Params
+from ..fingerprint import fingerprint
+from ..io import write_text
+from . import common
+from .registry import REGISTRY, runs_of
+
+__all__ = ["resolved", "run", "main"]
+
+
+def resolved(params: Params, root: Path) -> dict[Path, dict]:
+    """``{path: content}`` of every file the stage writes (paths relative to ``root``)."""
+    from ..dvcgen import entry_points
+
+    out: dict[Path, dict] = {}
+    for stage in REGISTRY:
+        out[paths.resolved_code(stage.name)] = fingerprint(entry_points(stage, root), root)
+        variants = dict.fromkeys(v for v, _ in runs_of(params, stage)) if stage.runs else [None]
+        for v in variants:
+            out[paths.resolved_settings(stage.name, v)] = stage.settings(params, v)
+    return out
+
+
+def _check_watched(root: Path) -> None:
+    """Stop when dvc.yaml's resolve stage does not watch every file a stage's code imports
+    (an import was added): its edits would otherwise rerun nothing."""
+    from ..dvcgen import watched_files
+
+    declared = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]["resolve"]["deps"]
+    missing = sorted(set(watched_files(root)) - set(declared))
+    if missing:
+        raise ConfigError(f"dvc.yaml: the resolve stage does not depend on {missing}, which the stages "
+                          "import; run `python -m sslib.dvcgen` to rewrite the DVC files")
+
+
+def run(params: Params, root: Path | None = None) -> dict:
+    """Write the settings and code files; return ``{"written": [...], "removed": [...]}``."""
+    root = Path.cwd() if root is None else root
+    _check_watched(root)
+    files = resolved(params, root)
+    written = []
+    for rel, content in files.items():
+        text = json.dumps(content, indent=1, sort_keys=True) + "\n"
+        f = root / rel
+        if not f.is_file() or f.read_text() != text:
+            write_text(f, text)
+            written.append(rel.as_posix())
+    removed = []
+    for f in sorted((root / paths.RESOLVED).rglob("*.json")):
+        if f.relative_to(root) not in files:
+            f.unlink()
+            removed.append(f.relative_to(root).as_posix())
+    return {"written": written, "removed": removed}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return common.cli("resolve", __doc__, lambda p, a: run(p), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
