@@ -1,6 +1,6 @@
 """The pipeline's layout cannot drift: stage order and names in dvc.yaml, notebooks/ and
-sslib/stages/; dvc.yaml's outputs against sslib.paths; its code deps against the sslib
-modules each stage imports; its params and data deps against what the stage reads."""
+sslib/stages/; dvc.yaml's outputs against sslib.paths; each stage's code and settings deps
+(pipeline/resolved/, written by the resolve stage) and its data deps against what it reads."""
 from __future__ import annotations
 
 import ast
@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sslib import config, paths
+from sslib import config, fingerprint, paths
+from sslib.dvcgen import watched_files
 from sslib.stages import DOWNSTREAM, PER_RUN, STAGES
+from sslib.stages.registry import BY_NAME
 
 from dvc_files import load_stages, per_run_file
 
@@ -50,7 +52,7 @@ def _items(name: str) -> list[dict | None]:
 
 # --------------------------------------------------------------------------- order and names
 def test_stages_read_top_to_bottom_in_the_same_order_everywhere():
-    assert list(DVC) == list(STAGES)
+    assert list(DVC) == ["resolve", *STAGES]  # resolve: what every other stage depends on
     notebooks = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
     assert notebooks == [nb for nb in STAGES.values() if nb is not None]
     numbers = [int(nb[:2]) for nb in STAGES.values() if nb is not None]
@@ -109,96 +111,48 @@ def test_notebook_runner_writes_where_dvc_expects():
 
 
 # --------------------------------------------------------------------------- code deps
-def _module_file(name: str) -> Path | None:
-    parts = name.split(".")
-    if parts[0] != "sslib":
-        return None
-    base = ROOT.joinpath(*parts)
-    for f in (base.with_suffix(".py"), base / "__init__.py"):
-        if f.is_file():
-            return f
-    return None
-
-
-def _imports(path: Path) -> set[str]:
-    """Absolute names of every sslib module ``path`` imports (at any depth in the file)."""
-    package = ".".join(path.relative_to(ROOT).with_suffix("").parts)
-    if path.name == "__init__.py":
-        package = package.removesuffix(".__init__")
-    else:
-        package = package.rsplit(".", 1)[0]
-    out: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            out |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[:len(base) - node.level + 1]
-                mod = ".".join(base + ([node.module] if node.module else []))
-            else:
-                mod = node.module or ""
-            out.add(mod)
-            out |= {f"{mod}.{a.name}" for a in node.names}  # `from pkg import module`
-    return {m for m in out if m.split(".")[0] == "sslib"}
-
-
-@lru_cache(maxsize=None)
-def _closure(entry: Path) -> frozenset[Path]:
-    """Every sslib file that running ``entry`` may import, with the packages around them."""
-    seen: set[Path] = set()
-    todo = [entry]
-    while todo:
-        f = todo.pop()
-        if f in seen:
-            continue
-        seen.add(f)
-        for name in _imports(f):
-            parts = name.split(".")
-            for i in range(1, len(parts) + 1):  # importing a.b.c runs a, a.b and a.b.c
-                mf = _module_file(".".join(parts[:i]))
-                if mf is not None and mf not in seen:
-                    todo.append(mf)
-    return frozenset(p for p in seen if p.is_relative_to(ROOT / "sslib"))
-
-
-def _trivial(f: Path) -> bool:
-    """A package ``__init__`` without imports (a docstring and constants) changes no stage's result."""
-    tree = ast.parse(f.read_text())
-    return f.name == "__init__.py" and not any(
-        isinstance(n, (ast.Import, ast.ImportFrom)) and getattr(n, "module", "") != "__future__" for n in tree.body)
-
-
-def _entry_points(stage: str) -> list[Path]:
-    nb = STAGES[stage]
-    if nb is None:
-        return [ROOT / "sslib" / "stages" / f"{stage}.py"]
-    return [ROOT / "notebooks" / f"{nb}.py", ROOT / "sslib" / "notebook.py"]
-
-
-def _code_deps(stage: str) -> list[Path]:
-    return [ROOT / d for d in DVC[stage].get("deps", []) if d.startswith(("sslib", "notebooks"))]
+def _closure(entry: Path) -> set[Path]:
+    return set(fingerprint.closure([entry], ROOT))
 
 
 @pytest.mark.parametrize("stage", list(STAGES))
-def test_dvc_declares_every_sslib_module_the_stage_imports(stage):
-    used = set().union(*(_closure(e) for e in _entry_points(stage) if e.suffix == ".py"))
-    used = {f for f in used if not _trivial(f)}
-    declared = _code_deps(stage)
-    missing = sorted(str(f.relative_to(ROOT)) for f in used
-                     if not any(f == d or f.is_relative_to(d) for d in declared))
-    assert not missing, f"dvc.yaml stage {stage} does not declare {missing}"
-    unused = sorted(str(d.relative_to(ROOT)) for d in declared if d.suffix != ".py" or d.parent.name != "notebooks"
-                    if not any(f == d or f.is_relative_to(d) for f in used))
-    assert not unused, f"dvc.yaml stage {stage} declares code it never imports: {unused}"
-    nb = STAGES[stage]
-    assert nb is None or ROOT / "notebooks" / f"{nb}.py" in declared
+def test_each_stage_depends_on_its_notebook_code_fingerprint_and_settings_only(stage):
+    """No source file is a dep of a stage: its code is pipeline/resolved/<stage>/code.json (the
+    fingerprint of its import closure), its params values the settings file beside it."""
+    deps = DVC[stage]["deps"]
+    code = [d for d in deps if d.startswith(("sslib", "notebooks", "pipeline"))]
+    settings = paths.resolved_settings(stage, "${item.variant}" if stage in PER_RUN else None).as_posix()
+    nb = [f"notebooks/{STAGES[stage]}.py"] if STAGES[stage] else []
+    assert code == [*nb, paths.resolved_code(stage).as_posix(), settings]
+    assert "params" not in DVC[stage], f"{stage}: params reach a stage through its settings file"
+
+
+def test_resolve_watches_every_file_a_stage_imports():
+    deps = DVC["resolve"]["deps"]
+    assert deps == watched_files(ROOT) == sorted(deps)
+    for stage in STAGES:
+        for f in fingerprint.closure([ROOT / "sslib" / "stages" / f"{stage}.py"], ROOT):
+            assert f.relative_to(ROOT).as_posix() in deps, (stage, f)
+    assert DVC["resolve"]["params"] == [{"params.yaml": None}]
 
 
 def test_the_closure_sees_lazy_and_relative_imports():
     closure = {str(f.relative_to(ROOT)) for f in _closure(ROOT / "sslib" / "stages" / "eval_cam.py")}
     # function-level `from ..cam import make_cams` and `from ..models import load_trained`
     assert {"sslib/cam.py", "sslib/models/cam_net.py", "sslib/models/__init__.py", "sslib/paths.py"} <= closure
+
+
+def test_a_reexporting_package_is_followed_by_the_names_taken_from_it():
+    """`from ..models import load_trained` reaches cam_net.py, not every network the package lists."""
+    irn = {str(f.relative_to(ROOT)) for f in _closure(ROOT / "sslib" / "stages" / "train_irn.py")}
+    seg = {str(f.relative_to(ROOT)) for f in _closure(ROOT / "sslib" / "stages" / "train_seg.py")}
+    assert "sslib/models/irn.py" in irn and "sslib/models/deeplab.py" not in irn
+    assert "sslib/models/deeplab.py" in seg and "sslib/models/irn.py" not in seg
+
+
+def test_exclusions_are_named_files_that_exist():
+    for f, why in fingerprint.EXCLUDED.items():
+        assert (ROOT / f).is_file() and len(why) > 20, f
 
 
 # --------------------------------------------------------------------------- params and data deps
@@ -236,11 +190,26 @@ def _reads(stage: str, key: str) -> bool:
     return bool(direct or via or (key.startswith("variants.") and ("variant_config" in text or "load_run" in text)))
 
 
+def _settings_keys(stage: str) -> list[str]:
+    """The params keys in a stage's settings (every variant's): a whole section, or its fields."""
+    out = []
+    variants = PARAMS.runs.variants if stage in PER_RUN else [None]
+    for v in variants:
+        for section, value in BY_NAME[stage].settings(PARAMS, v).items():
+            if section in ("variant", "variants"):
+                out.append("ssc")
+            elif isinstance(value, dict) and value != config.to_dict(getattr(PARAMS, section)):
+                out += [f"{section}.{k}" for k in value]
+            else:
+                out.append(section)
+    return sorted(set(out))
+
+
 @pytest.mark.parametrize("stage", list(STAGES))
-def test_dvc_declares_no_params_the_stage_never_reads(stage):
-    for entry in DVC[stage].get("params", []):
-        key = entry if isinstance(entry, str) else next(iter(entry))
-        assert _reads(stage, key), f"dvc.yaml stage {stage} declares params {key!r}, which it never reads"
+def test_settings_name_no_params_the_stage_never_reads(stage):
+    for key in _settings_keys(stage):
+        section = key.split(".")[0]  # a field may be read through its section's object (m = params.model)
+        assert _reads(stage, key) or _reads(stage, section), f"stage {stage}'s settings hold {key!r}, which it never reads"
 
 
 @pytest.mark.parametrize("stage", list(STAGES))

@@ -35,7 +35,7 @@ pytestmark = pytest.mark.slow
 TRAINED = ("train_cam@cam-0", "train_cam@ssc-0", "eval_cam@cam-0", "eval_cam@ssc-0", "ablation", "inspect_cams",
            "make_ir_labels@ssc-0", "train_irn@ssc-0", "make_pseudo_labels@ssc-0", "pseudo_label_table",
            "train_seg@ssc-0", "eval_seg@ssc-0", "paper_table")
-STAGES = ("synthesize", "prepare", "superpixels", "data_report", *TRAINED)
+STAGES = ("resolve", "synthesize", "prepare", "superpixels", "data_report", *TRAINED)
 
 
 def _files(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, bytes]:
@@ -167,11 +167,41 @@ def test_superpixel_param_invalidates_only_dependents(repo):
     p = repo / "params.yaml"
     good = p.read_text()
     _set_params(repo, {"superpixels": {"slic": {"n_segments": 20}}})
-    assert _ran(_dvc(repo, "repro", "superpixels")) == {"superpixels"}
+    assert _ran(_dvc(repo, "repro", "superpixels")) == {"resolve", "superpixels"}
     changed = {short(s) for s in re.findall(r"^(\S+):$", _dvc(repo, "status", *map(target, STAGES)).stdout, re.M)}
     assert changed == {"data_report", "inspect_cams", "train_cam@cam-0", "train_cam@ssc-0"}
     p.write_text(good)
-    assert _ran(_dvc(repo, "repro")) <= {"superpixels"}
+    assert _ran(_dvc(repo, "repro")) <= {"resolve", "superpixels"}
+    assert "changed" not in _dvc(repo, "status", *map(target, STAGES)).stdout
+
+
+def _stale_after(repo: Path, path: str, edit) -> set[str]:
+    """Apply ``edit`` (old text -> new text) to ``path``, run the resolve stage (seconds), and
+    return the stages `dvc status` then puts out of date; the file is restored after."""
+    f = repo / path
+    old = f.read_text()
+    try:
+        f.write_text(edit(old))
+        assert _ran(_dvc(repo, "repro", "resolve")) <= {"resolve"}
+        return {short(s) for s in re.findall(r"^(\S+):$", _dvc(repo, "status", *map(target, STAGES)).stdout, re.M)}
+    finally:
+        f.write_text(old)
+        _dvc(repo, "repro", "resolve")
+
+
+def test_an_edit_puts_out_of_date_only_the_runs_that_use_it(repo):
+    """The issue's four edits on the tiny pipeline (variants cam and ssc; ssc downstream), by
+    `dvc status` after the resolve stage: what a user checks before running. (Over all five
+    variants, test_dvcgen.py checks the settings files each edit changes.)"""
+    comment = lambda text: text + "\n# a comment changes no code\n"  # noqa: E731
+    assert _stale_after(repo, "sslib/io.py", comment) == set()
+    assert _stale_after(repo, "sslib/models/deeplab.py", comment) == set()
+    code = lambda text: text + "\n_EDITED = True\n"  # noqa: E731
+    assert _stale_after(repo, "sslib/models/deeplab.py", code) == {"train_seg@ssc-0", "eval_seg@ssc-0"}
+    assert _stale_after(repo, "sslib/io.py", code) == set()  # atomic writes: excluded (sslib.fingerprint)
+    assert _stale_after(repo, "sslib/losses.py", code) >= {"train_cam@cam-0", "train_cam@ssc-0"}
+    erosion = lambda text: text.replace("align_erosion: 8", "align_erosion: 6")  # noqa: E731
+    assert _stale_after(repo, "params.yaml", erosion) == {"train_cam@ssc-0", "inspect_cams"}
     assert "changed" not in _dvc(repo, "status", *map(target, STAGES)).stdout
 
 
@@ -251,7 +281,7 @@ def test_exp_run_with_small_and_large_floats(repo):
              "-S", "train_cam.decoder_lr=2e-4", "-S", "superpixels.slic.compactness=1e6")
     text = (repo / "params.yaml").read_text()
     assert "weight_decay: 1e-05" in text  # as DVC writes it
-    assert _ran(r) == {"superpixels", "train_cam@cam-0", "eval_cam@cam-0"}
+    assert _ran(r) == {"resolve", "superpixels", "train_cam@cam-0", "eval_cam@cam-0"}
     from sslib import config
 
     p = config.load(repo / "params.yaml")
