@@ -1,29 +1,39 @@
 """params.yaml: the one source of configuration, typed and validated on load.
 
-Every section is a dataclass. :func:`load` reads ``params.yaml``, deep-merges it
-over the defaults below (so a partial file, or papermill's ``-p section {...}``
-which replaces a nested section whole, still yields a complete config), and
-checks every key, type and range. A wrong type, an unknown key or a value out of
-range raises :class:`ConfigError` naming the dotted key, e.g.
-``superpixels.slic.n_segment: unknown key`` or ``train.momentum: must lie in [0, 1), got -1.0``.
+Every section is a dataclass: the **schema**. It declares each key's type, its range
+(:func:`num`) or choices (``Literal``), and the rules between keys (``check()``), but no
+value. **Every value is written once, in params.yaml**, with the comment that documents it
+(the user-facing doc of each key). tests/test_config.py keeps the two key sets equal and
+the schema free of defaults. Adding a key: one field here, one line in params.yaml.
 
-Every numeric field declares its range with :func:`num`; the generic loader
-(:func:`from_dict`) checks it, and then calls the section's ``check()`` for rules that
-tie several of its fields together, so each section validates itself; ``Params.check``
-holds the few rules between sections. YAML is read by :func:`read_yaml` (YAML 1.2
-floats, so ``1e-05`` as DVC writes it is a number, not a string).
+:func:`load` reads a params file and checks every key, type and range. A wrong type, an
+unknown key, a missing key or a value out of range raises :class:`ConfigError` naming the
+dotted key, e.g. ``superpixels.slic.n_segment: unknown key``,
+``train.momentum: must lie in [0, 1), got -1.0`` or ``train_cam.lr: missing key; ...``.
 
-**Defaults are params.yaml.** The dataclass defaults below equal params.yaml key for key
-(tests/test_config.py fails if they drift), so a partial file or a test's ``{}`` means
-"the project's defaults". The sections: ``data``, ``synthetic``, ``superpixels``,
-``augment``, ``model`` (shared), ``runs`` (the variant x seed matrix), ``ssc`` and
-``variants`` (the method and its ablation), then one section per stage that has
-settings of its own (``train_cam``, ``eval_cam``, ``make_ir_labels``, ``train_irn``,
-``make_pseudo_labels``, ``train_seg``, ``eval_seg``). The VOC and COCO settings are presets
-(``presets/*.yaml``) that :func:`apply_preset` writes into params.yaml.
+How a partial file is completed: the project's own params.yaml (:func:`defaults_path`, the
+one of the project sslib lives in) is loaded as it is and must give every key a value. Any
+other params file (a test's, a copy's) is deep-merged over it first, so a partial file, or a
+test's ``{}``, means "the project's params.yaml, but ...". Since presets rewrite
+params.yaml, that is the current preset's values. ``overrides`` (a nested mapping) are
+deep-merged last. Notebooks receive their sections through :func:`load` as well
+(:func:`sslib.notebook.setup`): papermill's ``-p section {...}`` replaces the notebook's
+override dict for that section whole, and that dict is deep-merged over the file, so only
+the keys it names change; running a notebook by hand and running it from ``dvc repro`` see
+the same values. :func:`defaults` gives the project's params, or one section of it, with
+overrides (for tests, benchmarks and scripts).
 
-Notebooks receive their sections through :func:`load` as well, so running a
-notebook by hand and running it from ``dvc repro`` see the same values.
+The generic loader (:func:`from_dict`) checks each field, then calls the section's
+``check()`` for rules that tie several of its fields together, so each section validates
+itself; ``Params.check`` holds the few rules between sections. YAML is read by
+:func:`read_yaml` (YAML 1.2 floats, so ``1e-05`` as DVC writes it is a number, not a string).
+
+The sections: ``data``, ``synthetic``, ``superpixels``, ``augment``, ``model`` (shared),
+``runs`` (the variant x seed matrix), ``ssc`` and ``variants`` (the method and its
+ablation), then one section per stage that has settings of its own (``train_cam``,
+``eval_cam``, ``make_ir_labels``, ``train_irn``, ``make_pseudo_labels``, ``train_seg``,
+``eval_seg``). The VOC and COCO settings are presets (``presets/*.yaml``) that
+:func:`apply_preset` writes into params.yaml.
 """
 from __future__ import annotations
 
