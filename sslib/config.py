@@ -774,13 +774,15 @@ def defaults(cls: type | None = None, /, **overrides: Any) -> Any:
     if cls not in keys:
         raise TypeError(f"{cls!r} is not a section of Params")
     path, raw = _defaults_raw()
+    if path is None:
+        raise ConfigError(f"no params.yaml in {Path.cwd()} or any parent folder: nothing to take values from")
     for part in keys[cls].split(".") if keys[cls] else ():
         raw = raw.get(part) if isinstance(raw, dict) else None
     over = {k: to_dict(v) if dataclasses.is_dataclass(v) else v for k, v in overrides.items()}
     try:
         return from_dict(cls, deep_merge(raw if isinstance(raw, dict) else {}, over), keys[cls])
     except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+        raise ConfigError(f"{path}{' with overrides' if overrides else ''}: {e}") from None
 
 
 def load(path: str | Path | None = None, overrides: dict | None = None) -> Params:
