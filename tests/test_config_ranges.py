@@ -161,7 +161,7 @@ def test_the_walk_finds_the_numeric_keys():
 def test_every_numeric_key_has_a_range_that_is_enforced(tmp_path, key, f, kind, is_list):
     rng = f.metadata.get("range")
     assert isinstance(rng, config.Range), f"{key}: declare its range with config.num(...)"
-    default = getattr(Params(), key.split(".")[0])
+    default = getattr(config.defaults(), key.split(".")[0])
     for part in key.split(".")[1:]:
         default = getattr(default, part)
     sample = default[0] if is_list else default
@@ -184,7 +184,7 @@ VARIANT_NUMERIC = _numeric_fields(VariantConfig, "")
 @pytest.mark.parametrize("name, f, kind, is_list", VARIANT_NUMERIC, ids=[k for k, *_ in VARIANT_NUMERIC])
 def test_variant_overrides_are_range_checked(tmp_path, name, f, kind, is_list):
     rng = f.metadata["range"]
-    for bad in _just_outside(rng, kind, f.default):
+    for bad in _just_outside(rng, kind, getattr(config.defaults().ssc, name)):
         with pytest.raises(ConfigError, match=rf"variants\.cam\.{name}: must"):
             load_with(tmp_path, {"variants": {"cam": {name: bad}}})
 

@@ -68,7 +68,7 @@ def test_every_notebook_accepts_the_sections_it_reads_and_applies_them(src, monk
     parameters, setup = _parameters_and_setup(src)
     env: dict = {}
     exec(parameters, env)
-    sections = {k for k, v in env.items() if isinstance(v, dict) and k in config.to_dict(config.Params())}
+    sections = {k for k, v in env.items() if isinstance(v, dict) and k in config.to_dict(config.defaults())}
     assert _sections_read(stage) <= sections, f"{src.name}: no override dict for {_sections_read(stage) - sections}"
     assert f"notebook.setup('{stage}', params_path" in setup  # ast.unparse quotes with '
     for k in sections:  # what papermill's injected cell does

@@ -8,7 +8,7 @@ import pytest
 from skimage.segmentation import find_boundaries
 
 from sslib import superpixels as sp
-from sslib.config import FelzenszwalbConfig, SlicConfig, SuperpixelConfig
+from sslib.config import SuperpixelConfig, defaults
 from sslib.io import DataError
 from sslib.formats import read_rgb, save_jpeg, save_png
 
@@ -25,9 +25,8 @@ def blocks_image(seed: int = 0, h: int = 32, w: int = 40) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-SLIC = SuperpixelConfig(method="slic", slic=SlicConfig(n_segments=12, compactness=10.0, sigma=1.0))
-FELZ = SuperpixelConfig(method="felzenszwalb",
-                        felzenszwalb=FelzenszwalbConfig(scale=50.0, sigma=0.5, min_size=20))
+SLIC = defaults(SuperpixelConfig, method="slic", slic={"n_segments": 12, "compactness": 10.0, "sigma": 1.0})
+FELZ = defaults(SuperpixelConfig, method="felzenszwalb", felzenszwalb={"scale": 50.0, "sigma": 0.5, "min_size": 20})
 
 
 # --------------------------------------------------------------------------- compute
@@ -52,8 +51,8 @@ def test_methods_are_selectable_and_differ():
 
 def test_parameters_matter():
     img = blocks_image()
-    few = sp.compute(img, SuperpixelConfig(method="slic", slic=SlicConfig(n_segments=4)))
-    many = sp.compute(img, SuperpixelConfig(method="slic", slic=SlicConfig(n_segments=60)))
+    few = sp.compute(img, defaults(SuperpixelConfig, method="slic", slic={"n_segments": 4}))
+    many = sp.compute(img, defaults(SuperpixelConfig, method="slic", slic={"n_segments": 60}))
     assert many.max() > few.max()
 
 
@@ -161,7 +160,7 @@ def test_changed_params_recompute_everything_unchanged_inputs_are_reused(tmp_pat
     out = tmp_path / "sp"
     sp.precompute(items, out, SLIC, workers=1, progress=False)
     (out / "meta.json").unlink()  # interrupted, but now with other parameters
-    other = SuperpixelConfig(method="slic", slic=SlicConfig(n_segments=30))
+    other = defaults(SuperpixelConfig, method="slic", slic={"n_segments": 30})
     stats = sp.precompute(items, out, other, workers=1, progress=False)
     assert (stats["n_computed"], stats["n_reused"]) == (3, 0)
     assert json.loads((out / "meta.json").read_text())["params"]["n_segments"] == 30
@@ -211,7 +210,7 @@ def snapshot(folder):
     return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
 
 
-SLIC_B = SuperpixelConfig(method="slic", slic=SlicConfig(n_segments=30, compactness=5.0, sigma=0.5))
+SLIC_B = defaults(SuperpixelConfig, method="slic", slic={"n_segments": 30, "compactness": 5.0, "sigma": 0.5})
 
 
 def assert_same_maps(a, b, names):
@@ -466,12 +465,11 @@ def test_merge_regions_first_step_is_the_cheapest_adjacent_pair():
 def test_felzenszwalb_with_max_regions_gives_connected_unions_of_its_regions():
     from skimage.measure import label
 
-    from sslib.config import SuperpixelConfig
     from sslib.superpixels import compute
 
     rng = np.random.default_rng(1)
     image = (rng.random((48, 64, 3)) * 255).astype(np.uint8)
-    cfg = SuperpixelConfig(method="felzenszwalb")
+    cfg = defaults(SuperpixelConfig, method="felzenszwalb")
     cfg.felzenszwalb.scale, cfg.felzenszwalb.min_size = 10.0, 5
     raw = compute(image, cfg)
     cfg.felzenszwalb.max_regions = 8

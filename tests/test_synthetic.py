@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sslib.config import SyntheticConfig
+from sslib.config import SyntheticConfig, defaults
 from sslib.data import synthetic as syn
 from sslib.formats import read_lines, read_png_labels, read_rgb
 
@@ -19,7 +19,7 @@ C = len(syn.CLASSES)
 
 
 def _cfg(root: Path, **kw) -> SyntheticConfig:
-    return SyntheticConfig(out_dir=str(root), **{**TINY, **kw})
+    return defaults(SyntheticConfig, out_dir=str(root), **{**TINY, **kw})
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -31,7 +31,7 @@ def _meta(root: Path) -> dict:
 
 
 def _renders(n: int, **kw):
-    cfg = SyntheticConfig(out_dir="unused", **{**TINY, **kw})
+    cfg = defaults(SyntheticConfig, out_dir="unused", **{**TINY, **kw})
     return [syn.render_image(np.random.default_rng([123, 7, i]), cfg) for i in range(n)]
 
 
@@ -59,7 +59,7 @@ def test_same_seed_gives_byte_identical_files_and_other_seed_differs(tmp_path, t
 
 
 def test_images_do_not_depend_on_generation_order():
-    cfg = SyntheticConfig(out_dir="unused", **TINY)
+    cfg = defaults(SyntheticConfig, out_dir="unused", **TINY)
     late = [syn.render_image(np.random.default_rng([0, 0, i]), cfg) for i in (3, 2, 1)]
     early = syn.render_image(np.random.default_rng([0, 0, 3]), cfg)
     np.testing.assert_array_equal(late[0][0], early[0])
