@@ -50,16 +50,22 @@ def _parameters_and_setup(src: Path):
 
 
 def _sections_read(stage: str) -> set[str]:
-    from dvc_files import load_stages
+    """The params sections in the stage's settings (pipeline/resolved/): what its runs read."""
+    from sslib import config
+    from sslib.stages.registry import BY_NAME, PER_RUN
 
-    entries = load_stages(ROOT)[stage].get("params", [])
-    return {(e if isinstance(e, str) else next(iter(e))).split(".")[0] for e in entries}
+    params = config.defaults()
+    variants = params.runs.variants if stage in PER_RUN else [None]
+    out = set()
+    for v in variants:
+        out |= {"ssc" if k in ("variant", "variants") else k for k in BY_NAME[stage].settings(params, v)}
+    return out
 
 
 @pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.name)
 def test_every_notebook_accepts_the_sections_it_reads_and_applies_them(src, monkeypatch):
     """The parameters cell holds one override dict per params section the stage reads
-    (dvc.yaml's params), and an override injected as papermill would inject it reaches the
+    (its settings in pipeline/resolved/), and an override injected as papermill would inject it reaches the
     params the notebook runs with."""
     from sslib import config, paths
     from sslib.stages import STAGES

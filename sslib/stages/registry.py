@@ -18,7 +18,8 @@ from typing import Any, Callable
 
 from ..config import Params, to_dict, variant_config
 
-__all__ = ["Stage", "REGISTRY", "STAGES", "PER_RUN", "DOWNSTREAM", "pick", "variant_settings", "runs_of"]
+__all__ = ["Stage", "REGISTRY", "STAGES", "PER_RUN", "DOWNSTREAM", "BY_NAME", "pick", "drop", "variant_settings",
+           "runs_of"]
 
 RUN = "${item.variant}/seed${item.seed}"  # a run's subfolder in DVC's matrix terms
 ROOT_DATA = ("${data.root}", "${data.prepared_dir}")
@@ -55,7 +56,7 @@ def pick(params: Params, *keys: str) -> dict[str, Any]:
 def variant_settings(params: Params, variant: str) -> dict[str, Any]:
     """``ssc`` with ``variants.<variant>`` over it, less the keys of what the variant switches off."""
     v = to_dict(variant_config(params, variant))
-    off = set()
+    off = set()  # what each switch turns off; any other key of ssc stays (a new one reruns every variant)
     if not v["reconstruction"]:
         off |= {"rec_loss", "beta_rec"}
     if not v["alignment"]:
@@ -63,23 +64,46 @@ def variant_settings(params: Params, variant: str) -> dict[str, Any]:
     return {k: x for k, x in v.items() if k not in off}
 
 
+def drop(settings: dict[str, Any], *keys: str) -> dict[str, Any]:
+    """``settings`` without the dotted ``keys`` (those present): what a run provably does not use.
+
+    Stages pick whole sections and drop what they do not read, so a key added to a section
+    later is in every settings file of that section until a stage drops it: it reruns too
+    much rather than too little.
+    """
+    for key in keys:
+        *parents, last = key.split(".")
+        node = settings
+        for part in parents:
+            node = node.get(part, {})
+        node.pop(last, None)
+    return settings
+
+
+#: the CAM network's settings that only its reconstruction decoder and loss read
+_RECONSTRUCTION_ONLY = ("model.decoder_width", "model.loss_network", "model.vgg_weights", "train_cam.decoder_lr",
+                        "train_cam.decoder_betas")
+
+
 def _train_cam(params: Params, variant: str | None) -> dict[str, Any]:
     v = variant_settings(params, variant)
-    keys = ["data", "augment", "model.backbone", "model.backbone_weights", "model.frozen_stages", "model.bn_eval",
-            "runs.devices", "train_cam"]
-    if v["reconstruction"]:
-        keys.append("model.decoder_width")
-        if v["rec_loss"] == "perceptual":
-            keys.append("model.loss_network")
-            if params.model.loss_network == "vgg19":
-                keys.append("model.vgg_weights")
-    if v["alignment"]:
-        keys.append("superpixels.out_dir")
-    out = pick(params, *keys)
-    if not v["reconstruction"]:  # the decoder's optimiser
-        for k in ("decoder_lr", "decoder_betas"):
-            out["train_cam"].pop(k)
+    out = pick(params, "data", "augment", "model", "runs.devices", "train_cam", "superpixels.out_dir")
+    if not v["reconstruction"]:
+        drop(out, *_RECONSTRUCTION_ONLY)
+    elif v["rec_loss"] != "perceptual":
+        drop(out, "model.loss_network", "model.vgg_weights")
+    elif params.model.loss_network != "vgg19":
+        drop(out, "model.vgg_weights")
+    if not v["alignment"]:
+        drop(out, "superpixels")
     return {**out, "variant": v}
+
+
+def _train_irn(params: Params, variant: str | None) -> dict[str, Any]:
+    """The boundary branch on the CAM network's backbone (built from model.backbone and its weights)."""
+    out = pick(params, "data", "model", "runs.devices", "make_ir_labels.out_dir", "train_irn")
+    return drop(out, "model.frozen_stages", "model.bn_eval", "model.decoder_width", "model.loss_network",
+                "model.vgg_weights")
 
 
 def _eval_cam(params: Params, variant: str | None) -> dict[str, Any]:
@@ -126,8 +150,7 @@ REGISTRY: tuple[Stage, ...] = (
           _keys("data", "eval_cam.out_dir", "make_ir_labels"), reads=(*ROOT_DATA, f"${{eval_cam.out_dir}}/{RUN}"),
           runs="runs.downstream", persist=_PER_IMAGE),
     Stage("train_irn", "21_train_irn", "IRN's boundary network on each downstream run's IR labels (the affinity loss).",
-          _keys("data", "model.backbone", "model.backbone_weights", "runs.devices", "make_ir_labels.out_dir",
-                "train_irn"),
+          _train_irn,
           reads=(*ROOT_DATA, f"${{make_ir_labels.out_dir}}/{RUN}"), runs="runs.downstream", persist=_TRAINED),
     Stage("make_pseudo_labels", "22_make_pseudo_labels",
           "IRN's random walk of each downstream run's CAMs on its boundary map, BECO's confidence masks.",
