@@ -16,6 +16,7 @@ are walked (their imports count) but not hashed.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 from pathlib import Path
 from typing import Iterable
@@ -50,11 +51,22 @@ def _package(path: Path, root: Path) -> list[str]:
     return parts[:-1] if parts[-1] != "__init__" else parts[:-1]
 
 
+def _parse(path: Path) -> ast.Module:
+    st = path.stat()
+    return _parse_cached(path, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=None)
+def _parse_cached(path: Path, mtime_ns: int, size: int) -> ast.Module:
+    """One parse per file version (the key changes when the file does)."""
+    return ast.parse(path.read_text())
+
+
 def _imports(path: Path, root: Path) -> list[tuple[str, tuple[str, ...] | None]]:
     """``(module, names)`` for every import in ``path``: names None for ``import m`` (all of it)."""
     package = _package(path, root) if path.name != "__init__.py" else list(path.relative_to(root).parent.parts)
     out: list[tuple[str, tuple[str, ...] | None]] = []
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(_parse(path)):
         if isinstance(node, ast.Import):
             out += [(a.name, None) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -72,7 +84,7 @@ def _reexports_only(path: Path) -> bool:
     """Whether a package ``__init__`` holds nothing but imports, ``__all__``, constants and a docstring."""
     if path.name != "__init__.py":
         return False
-    for node in ast.parse(path.read_text()).body:
+    for node in _parse(path).body:
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             continue
         if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
@@ -138,7 +150,13 @@ def _strip_docstrings(tree: ast.AST) -> ast.AST:
 
 def file_hash(path: Path) -> str:
     """sha256 (16 hex digits) of ``path``'s syntax tree without docstrings, comments or layout."""
-    tree = _strip_docstrings(ast.parse(Path(path).read_text()))
+    st = Path(path).stat()
+    return _hash_cached(Path(path), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=None)
+def _hash_cached(path: Path, mtime_ns: int, size: int) -> str:
+    tree = _strip_docstrings(ast.parse(path.read_text()))  # a fresh tree: this one is edited
     return hashlib.sha256(ast.dump(tree, include_attributes=False).encode()).hexdigest()[:16]
 
 
