@@ -175,12 +175,21 @@ def test_superpixel_param_invalidates_only_dependents(repo):
     assert "changed" not in _dvc(repo, "status", *map(target, STAGES)).stdout
 
 
+def _merged(text: str, update: dict) -> str:
+    import yaml
+
+    from sslib.config import deep_merge, read_yaml
+
+    return yaml.safe_dump(deep_merge(read_yaml(text), update), sort_keys=False)
+
+
 def _stale_after(repo: Path, path: str, edit) -> set[str]:
     """Apply ``edit`` (old text -> new text) to ``path``, run the resolve stage (seconds), and
     return the stages `dvc status` then puts out of date; the file is restored after."""
     f = repo / path
     old = f.read_text()
     try:
+        assert edit(old) != old, path
         f.write_text(edit(old))
         assert _ran(_dvc(repo, "repro", "resolve")) <= {"resolve"}
         return {short(s) for s in re.findall(r"^(\S+):$", _dvc(repo, "status", *map(target, STAGES)).stdout, re.M)}
@@ -200,8 +209,12 @@ def test_an_edit_puts_out_of_date_only_the_runs_that_use_it(repo):
     assert _stale_after(repo, "sslib/models/deeplab.py", code) == {"train_seg@ssc-0", "eval_seg@ssc-0"}
     assert _stale_after(repo, "sslib/io.py", code) == set()  # atomic writes: excluded (sslib.fingerprint)
     assert _stale_after(repo, "sslib/losses.py", code) >= {"train_cam@cam-0", "train_cam@ssc-0"}
-    erosion = lambda text: text.replace("align_erosion: 8", "align_erosion: 6")  # noqa: E731
+    erosion = lambda text: _merged(text, {"ssc": {"align_erosion": 6}})  # noqa: E731
     assert _stale_after(repo, "params.yaml", erosion) == {"train_cam@ssc-0", "inspect_cams"}
+    # a key that cam switches off (it does not align): not cam's training; inspect_cams draws
+    # every variant's alignment target, so it reads it
+    off = lambda text: _merged(text, {"variants": {"cam": {"align_erosion": 5}}})  # noqa: E731
+    assert _stale_after(repo, "params.yaml", off) == {"inspect_cams"}
     assert "changed" not in _dvc(repo, "status", *map(target, STAGES)).stdout
 
 
