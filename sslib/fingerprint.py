@@ -46,11 +46,6 @@ def module_file(name: str, root: Path) -> Path | None:
     return None
 
 
-def _package(path: Path, root: Path) -> list[str]:
-    parts = list(path.relative_to(root).with_suffix("").parts)
-    return parts[:-1] if parts[-1] != "__init__" else parts[:-1]
-
-
 def _parse(path: Path) -> ast.Module:
     st = path.stat()
     return _parse_cached(path, st.st_mtime_ns, st.st_size)
@@ -64,7 +59,7 @@ def _parse_cached(path: Path, mtime_ns: int, size: int) -> ast.Module:
 
 def _imports(path: Path, root: Path) -> list[tuple[str, tuple[str, ...] | None]]:
     """``(module, names)`` for every import in ``path``: names None for ``import m`` (all of it)."""
-    package = _package(path, root) if path.name != "__init__.py" else list(path.relative_to(root).parent.parts)
+    package = list(path.relative_to(root).parent.parts)  # what a relative import starts from
     out: list[tuple[str, tuple[str, ...] | None]] = []
     for node in ast.walk(_parse(path)):
         if isinstance(node, ast.Import):
@@ -106,11 +101,10 @@ def closure(entries: Iterable[Path], root: Path) -> list[Path]:
     while todo:
         f, names = todo.pop()
         partial = names is not None and _reexports_only(f)
-        before = done.get(f, set()) if f in done else set()
         if f in done and (done[f] is None or (partial and names <= done[f])):
             continue
         if partial:
-            done[f] = set(before) | set(names)
+            done[f] = (done.get(f) or set()) | set(names)
             imports = [(m, b) for m, b in _imports(f, root) if b is None or set(b) & set(names)]
         else:
             done[f] = None
