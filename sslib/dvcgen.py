@@ -23,7 +23,7 @@ from .config import Params, load, project_root
 from .fingerprint import closure
 from .stages.registry import REGISTRY, Stage
 
-__all__ = ["entry_points", "watched_files", "render", "write", "main"]
+__all__ = ["entry_points", "watched_files", "render", "stale", "write", "main"]
 
 HEADER = """\
 # Written by `python -m sslib.dvcgen` (do not edit: change sslib/stages/registry.py, sslib/paths.py
@@ -95,7 +95,7 @@ def _template_params(params: Params) -> SimpleNamespace:
     return SimpleNamespace(**{**vars(params), **sections})
 
 
-def _cmd(stage: Stage, params: Params) -> list[str]:
+def _cmd(stage: Stage) -> list[str]:
     if stage.notebook is None:
         return [f"python -m sslib.stages.{stage.name}"]
     cmd = [f"python -m sslib.notebook run notebooks/{stage.notebook}.py"]
@@ -142,7 +142,7 @@ def _stage_body(stage: Stage, params: Params) -> list[str]:
     if stage.runs:
         lines += ["    wdir: ../..", "    matrix:", f"      variant: ${{{stage.runs}.variants}}",
                   f"      seed: ${{{stage.runs}.seeds}}"]
-    cmd = _cmd(stage, params)
+    cmd = _cmd(stage)
     lines += [f"    cmd: {cmd[0]}"] if len(cmd) == 1 else ["    cmd: >-", *(f"      {c}" for c in cmd)]
     lines += ["    deps:", *(f"      - {d}" for d in _deps(stage))]
     for kind, entries in _outputs(stage, params).items():
@@ -187,18 +187,21 @@ def render(params: Params, root: Path) -> dict[str, str]:
 
 
 # --------------------------------------------------------------------------- writing and checking
+def _differing(texts: dict[str, str], root: Path) -> list[str]:
+    return [p for p, text in texts.items() if not (root / p).is_file() or (root / p).read_text() != text]
+
+
 def stale(params: Params, root: Path) -> list[str]:
     """The DVC files under ``root`` that differ from what :func:`render` writes."""
-    return [p for p, text in render(params, root).items()
-            if not (root / p).is_file() or (root / p).read_text() != text]
+    return _differing(render(params, root), root)
 
 
 def write(params: Params, root: Path) -> list[str]:
     """Write every DVC file that differs; return their paths."""
     from .io import write_text
 
-    changed = stale(params, root)
     texts = render(params, root)
+    changed = _differing(texts, root)
     for p in changed:
         write_text(root / p, texts[p])
     return changed
