@@ -6,7 +6,6 @@ from __future__ import annotations
 import ast
 import importlib
 import re
-from functools import lru_cache
 from pathlib import Path
 
 import pytest
