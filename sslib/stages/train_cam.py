@@ -210,12 +210,12 @@ def train_cam(params: Params, variant: str, seed: int, *, progress: bool = True,
     dataset = _dataset(params, v)
     torch.manual_seed(seed)
     parts = _build(params, v, len(classes), dist.device)
-    result = training.fit(
-        "train_cam", dataset, parts.modules(), parts.optimizers(), _ssc_step(v, parts.rec_loss),
-        run=f"{variant} seed {seed}", seed=seed, epochs=t.epochs, batch_size=t.batch_size,
+    settings = training.FitSettings(
+        "train_cam", run=f"{variant} seed {seed}", seed=seed, epochs=t.epochs, batch_size=t.batch_size,
         poly_power=t.poly_power, num_workers=t.num_workers, amp=t.amp, stop_on_nonfinite=t.stop_on_nonfinite,
         checkpoint_path=paths.checkpoint(params, variant, seed), timings_path=timings_path(variant, seed),
         fingerprint=fingerprint, loss_names=LOSS_NAMES, progress=progress, stop_after_epochs=stop_after_epochs)
+    result = training.fit(settings, dataset, parts.modules(), parts.optimizers(), _ssc_step(v, parts.rec_loss))
     if not result.finished:
         return {"stopped_at_epoch": result.stopped_at}
     metrics = {"variant": variant, "seed": seed, "epochs": t.epochs, "steps": result.max_step,

@@ -148,12 +148,12 @@ def train_irn(params: Params, variant: str, seed: int, *, progress: bool = True,
     fingerprint = _fingerprint(params, variant, seed)
     torch.manual_seed(seed)
     net, opt = _build(params, dist.device)
-    result = training.fit(
-        "train_irn", dataset, {"net": net}, {"opt": opt}, _affinity_step(t.radius),
-        run=f"{variant} seed {seed}", seed=seed, epochs=t.epochs, batch_size=t.batch_size,
+    settings = training.FitSettings(
+        "train_irn", run=f"{variant} seed {seed}", seed=seed, epochs=t.epochs, batch_size=t.batch_size,
         poly_power=t.poly_power, num_workers=t.num_workers, amp=t.amp, stop_on_nonfinite=t.stop_on_nonfinite,
         checkpoint_path=paths.irn_checkpoint(params, variant, seed), timings_path=timings_path(variant, seed),
         fingerprint=fingerprint, loss_names=LOSS_NAMES, progress=progress, stop_after_epochs=stop_after_epochs)
+    result = training.fit(settings, dataset, {"net": net}, {"opt": opt}, _affinity_step(t.radius))
     if not result.finished:
         return {"stopped_at_epoch": result.stopped_at}
     metrics = {"variant": variant, "seed": seed, "epochs": t.epochs, "steps": result.max_step,

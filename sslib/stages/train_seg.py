@@ -220,12 +220,13 @@ def train_seg(params: Params, variant: str, seed: int, *, progress: bool = True,
     nets, opt = _build(params, k, dist.device, dist.world_size)
     step = _ce_step(t.confidence) if t.method == "ce" else _beco_step(t.beco, seed)
     names = loss_names(t.method)
-    result = training.fit(
-        "train_seg", dataset, nets, {"opt": opt}, step, run=f"{variant} seed {seed}", seed=seed, epochs=t.epochs,
+    settings = training.FitSettings(
+        "train_seg", run=f"{variant} seed {seed}", seed=seed, epochs=t.epochs,
         batch_size=t.batch_size, poly_power=t.poly_power, num_workers=t.num_workers, amp=t.amp,
         stop_on_nonfinite=t.stop_on_nonfinite, checkpoint_path=paths.seg_checkpoint(params, variant, seed),
         timings_path=timings_path(variant, seed), fingerprint=fingerprint, loss_names=names, progress=progress,
         stop_after_epochs=stop_after_epochs)
+    result = training.fit(settings, dataset, nets, {"opt": opt}, step)
     if not result.finished:
         return {"stopped_at_epoch": result.stopped_at}
     model = {"backbone": t.backbone, "output_stride": t.output_stride, "num_classes": k}
