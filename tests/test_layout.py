@@ -183,7 +183,7 @@ def _reads(stage: str, key: str) -> bool:
         "train_cam.out_dir": ("paths.train_dir", "paths.model", "paths.checkpoint", "load_run"),
         "eval_cam.out_dir": ("paths.cam_dir",),
         "ssc": ("variant_config", "load_run"), "ssc.drs_delta": ("variant_config", "load_run"),
-        "variants": ("variant_config", "load_run"), "runs.devices": ("run_here_or_torchrun",),
+        "variants": ("variant_config", "load_run"), "runs.devices": ("run_here_or_torchrun", "_training.run("),
         **OUT_DIR_HELPERS,
     }
     via = any(h in text for h in helpers.get(key.split("${")[0].rstrip("."), ()))
