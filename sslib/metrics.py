@@ -126,6 +126,25 @@ def _nanmean(a: np.ndarray) -> float:
     return float(a.mean()) if a.size else float("nan")
 
 
+def _checked(conf, class_names: Sequence[str] | None, background: int | None) -> tuple[np.ndarray, list[str]]:
+    """:func:`scores`' arguments checked: the (K, K) int64 numpy matrix and the K class names."""
+    if _is_torch(conf):
+        conf = conf.detach().cpu().numpy()
+    conf = np.asarray(conf)
+    if conf.ndim != 2 or conf.shape[0] != conf.shape[1]:
+        raise ValueError(f"scores: expected a square (K, K) matrix, got shape {conf.shape}")
+    if not np.issubdtype(conf.dtype, np.integer):
+        raise TypeError(f"scores: confusion matrix must hold integer counts, got {conf.dtype}")
+    conf = conf.astype(np.int64)
+    k = conf.shape[0]
+    names = [str(i) for i in range(k)] if class_names is None else [str(n) for n in class_names]
+    if len(names) != k:
+        raise ValueError(f"scores: {len(names)} class names for a {k}x{k} matrix")
+    if background is not None and not 0 <= background < k:
+        raise ValueError(f"scores: background index {background} outside [0, {k})")
+    return conf, names
+
+
 def scores(conf, class_names: Sequence[str] | None = None, background: int | None = 0) -> dict[str, Any]:
     """Per-class and mean scores of a (K, K) confusion matrix (rows gt, columns pred).
 
@@ -164,21 +183,8 @@ def scores(conf, class_names: Sequence[str] | None = None, background: int | Non
         ``gt_pixels`` (row sums), ``pred_pixels`` (column sums), ``fp_on_background``
         (conf[background, :], zeros if background is None), ``total_pixels``, ``confusion``.
     """
-    if _is_torch(conf):
-        conf = conf.detach().cpu().numpy()
-    conf = np.asarray(conf)
-    if conf.ndim != 2 or conf.shape[0] != conf.shape[1]:
-        raise ValueError(f"scores: expected a square (K, K) matrix, got shape {conf.shape}")
-    if not np.issubdtype(conf.dtype, np.integer):
-        raise TypeError(f"scores: confusion matrix must hold integer counts, got {conf.dtype}")
-    conf = conf.astype(np.int64)
+    conf, names = _checked(conf, class_names, background)
     k = conf.shape[0]
-    names = [str(i) for i in range(k)] if class_names is None else [str(n) for n in class_names]
-    if len(names) != k:
-        raise ValueError(f"scores: {len(names)} class names for a {k}x{k} matrix")
-    if background is not None and not 0 <= background < k:
-        raise ValueError(f"scores: background index {background} outside [0, {k})")
-
     tp = np.diag(conf)
     gt_pixels = conf.sum(axis=1)
     pred_pixels = conf.sum(axis=0)

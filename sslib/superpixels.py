@@ -31,7 +31,6 @@ import hashlib
 import io
 import json
 import math
-import multiprocessing as mp
 import os
 import shutil
 from pathlib import Path
@@ -42,6 +41,7 @@ import numpy as np
 from .config import SuperpixelConfig, to_dict
 from .io import DataError, remove_stale_temps, write_bytes, write_json
 from .formats import read_png_labels, read_rgb, save_png
+from .pool import cpu_workers, map_tasks
 
 __all__ = [
     "compute", "merge_regions", "save", "load", "read_tags", "path_for", "staging_dir", "params_tag", "precompute",
@@ -420,8 +420,6 @@ def precompute(items: Sequence[tuple[str, str | Path]], out_dir: str | Path, cfg
         DataError: an input image is missing or corrupt (message names the file).
         ValueError: duplicate or invalid names.
     """
-    from tqdm.auto import tqdm
-
     out_dir = Path(out_dir)
     items = [(str(n), Path(p)) for n, p in items]  # also accepts a one-shot iterator
     names = [n for n, _ in items]
@@ -444,24 +442,15 @@ def precompute(items: Sequence[tuple[str, str | Path]], out_dir: str | Path, cfg
 
     # ---- step 1: nothing below writes into out_dir
     tasks = [(n, str(p), str(path_for(out_dir, n)), str(path_for(staging, n))) for n, p in items]
-    n_workers = (os.cpu_count() or 1) if workers == 0 else int(workers)
+    n_workers = cpu_workers(workers)
     if n_workers < 1:
         raise ValueError(f"precompute: workers must be >= 0, got {workers}")
     n_workers = min(n_workers, max(1, len(tasks)))
-    fn = functools.partial(_work, cfg=cfg, tag=tag)
-    results: list[tuple[str, int, int, str]] = []
-    with tqdm(total=len(tasks), desc=f"superpixels ({cfg.method})", unit="img",
-              disable=not progress) as bar:
-        if n_workers == 1:
-            for t in tasks:
-                results.append(fn(t))
-                bar.update()
-        else:
-            chunk = max(1, min(64, math.ceil(len(tasks) / (n_workers * 4))))
-            with mp.get_context("spawn").Pool(n_workers) as pool:
-                for r in pool.imap(fn, tasks, chunksize=chunk):  # ordered: deterministic stats
-                    results.append(r)
-                    bar.update()
+    chunk = max(1, min(64, math.ceil(len(tasks) / (n_workers * 4))))
+    # ordered: deterministic stats
+    results: list[tuple[str, int, int, str]] = map_tasks(
+        functools.partial(_work, cfg=cfg, tag=tag), tasks, n_workers, chunksize=chunk, spawn=True,
+        desc=f"superpixels ({cfg.method})", progress=progress)
 
     ks = np.array([r[1] for r in results], dtype=np.int64)
     areas = np.array([r[2] for r in results], dtype=np.int64)

@@ -1,9 +1,12 @@
 """The training scaffold shared by every stage that trains networks (CAM, IRN, segmentation).
 
 A stage supplies what is particular to it; :func:`fit` does the rest, the same way for
-every stage.
+every stage: ``fit(settings, dataset, modules, optimizers, step)``.
 
 **The stage supplies**
+
+- ``settings``: a :class:`FitSettings` (the stage's name, the run, seed, epochs, global
+  batch, schedule, AMP, the checkpoint and timings paths, the fingerprint, the loss names);
 
 - ``dataset``: a map-style data set of dicts of tensors (its transform draws its random
   numbers from torch's global RNG, which :func:`fit` seeds per sample);
@@ -11,7 +14,8 @@ every stage.
   on ``distributed.init().device`` after the stage seeded torch's global RNG;
 - ``optimizers``: name -> optimizer (or ``None``). Every param group holds ``base_lr``;
   before each step, :func:`fit` sets ``lr = poly_lr(base_lr, step, max_step, poly_power)``
-  in every group of every optimizer (never below a group's ``min_lr``, if it holds one). The first optimizer's first group's lr is logged;
+  in every group of every optimizer (never below a group's ``min_lr``, if it holds one).
+  The first optimizer's first group's lr is logged;
 - ``step(batch, ctx) -> (loss, parts)``: the forward pass of one batch, this rank's share
   of a global batch (``batch_size // world_size`` samples, collated on the CPU).
   ``ctx`` is a :class:`StepContext` (the modules, DDP-wrapped under DDP; the epoch and
@@ -20,7 +24,8 @@ every stage.
   terms to log. :func:`fit` zeroes the gradients, back-propagates and steps every optimizer.
   For a resumed run to end as an uninterrupted one, the step draws no random numbers from
   torch's global RNG (a resumed process's RNG is not where the interrupted one's was);
-- ``fingerprint``: a plain dict of every setting a checkpoint must agree with to be resumed.
+- ``settings.fingerprint``: a plain dict of every setting a checkpoint must agree with to
+  be resumed.
 
 **fit does**
 
@@ -36,13 +41,13 @@ every stage.
 - per epoch (rank 0): an atomic checkpoint whose bytes depend on the run alone
   (``{"epoch", "step", "fingerprint", "history", <module or optimizer name>: state dict
   or None}``, read with ``weights_only=True``) and the epoch times in a timings JSON;
-- resume: a checkpoint at ``checkpoint_path`` of an unfinished run with an equal
+- resume: a checkpoint at ``settings.checkpoint_path`` of an unfinished run with an equal
   fingerprint is loaded, and the run ends with the same weights as an uninterrupted one;
   an unreadable, foreign or finished run's checkpoint is ignored (message on stderr);
 - a NaN or infinite loss raises :class:`NonFiniteLossError`; the last checkpoint stays.
 
-``name`` is the stage, also its params section: messages read ``<name>: ...`` and name
-``<name>.batch_size`` / ``<name>.lr``.
+``settings.name`` is the stage, also its params section: messages read ``<name>: ...`` and
+name ``<name>.batch_size`` / ``<name>.lr``.
 
 History rows (the checkpoint's and :attr:`FitResult.history`) are
 ``{"epoch", "step", "lr", "loss", *loss_names}``; :func:`write_losses` writes them as CSV.
@@ -70,7 +75,7 @@ from .config import ConfigError
 from .distributed import DistInfo
 from .io import atomic_path, write_json, write_text
 
-__all__ = ["fit", "FitResult", "StepContext", "StepFn", "NonFiniteLossError", "poly_lr", "set_lr",
+__all__ = ["fit", "FitSettings", "FitResult", "StepContext", "StepFn", "NonFiniteLossError", "poly_lr", "set_lr",
            "check_batch_size", "EpochSampler", "SeededSamples", "write_losses", "save", "unwrap",
            "LOG_EVERY"]
 
@@ -156,6 +161,41 @@ def _loader(dataset: Dataset, sampler: EpochSampler, num_workers: int, device: t
     return DataLoader(SeededSamples(dataset, sampler.seed), batch_size=sampler.batch // sampler.world,
                       sampler=sampler, num_workers=num_workers, drop_last=True,
                       persistent_workers=False, pin_memory=device.type == "cuda")
+
+
+# --------------------------------------------------------------------------- the run's settings
+@dataclass(frozen=True)
+class FitSettings:
+    """Everything :func:`fit` needs besides the data, the modules, the optimisers and the step."""
+
+    #: the stage, also its params section (``train_cam``): the prefix of messages
+    name: str
+    seed: int
+    epochs: int
+    #: the global batch (over all processes); must split over them
+    batch_size: int
+    #: the checkpoint written each epoch (and resumed), and the epoch times' JSON
+    checkpoint_path: Path
+    timings_path: Path
+    #: a plain dict of every setting a checkpoint must agree with to be resumed
+    fingerprint: dict
+    #: the names of the step's ``parts``, in order
+    loss_names: tuple[str, ...]
+    #: which run, for messages and the progress bar (``"ssc seed 0"``)
+    run: str = ""
+    poly_power: float = 0.9
+    num_workers: int = 0
+    #: bfloat16 autocast (on CUDA only)
+    amp: bool = False
+    stop_on_nonfinite: bool = True
+    progress: bool = True
+    #: end (as if interrupted) after this many epochs of this call (tests of resuming)
+    stop_after_epochs: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "checkpoint_path", Path(self.checkpoint_path))
+        object.__setattr__(self, "timings_path", Path(self.timings_path))
+        object.__setattr__(self, "loss_names", tuple(self.loss_names))
 
 
 # --------------------------------------------------------------------------- the step's view
@@ -337,8 +377,7 @@ def _wrap(modules: Mapping[str, nn.Module | None], dist: DistInfo) -> dict[str, 
 class _Loop:
     """One run's fixed parts; :meth:`epoch` trains one epoch."""
 
-    name: str
-    run: str
+    settings: FitSettings
     loader: DataLoader
     sampler: EpochSampler
     modules: dict[str, nn.Module | None]
@@ -346,12 +385,13 @@ class _Loop:
     step_fn: StepFn
     dist: DistInfo
     max_step: int
-    poly_power: float
+    #: autocast is on: asked for, and on CUDA
     amp: bool
-    stop_on_nonfinite: bool
-    checkpoint_path: Path
-    loss_names: tuple[str, ...]
     bar: Any
+
+    @property
+    def loss_names(self) -> tuple[str, ...]:
+        return self.settings.loss_names
 
     @property
     def steps(self) -> int:
@@ -364,7 +404,7 @@ class _Loop:
         t0, seen = time.perf_counter(), 0
         for i, batch in enumerate(self.loader):
             step = epoch * self.steps + i
-            set_lr(self.optimizers, step, self.max_step, self.poly_power)
+            set_lr(self.optimizers, step, self.max_step, self.settings.poly_power)
             ctx = StepContext(self.modules, self.dist, epoch, step, self.amp)
             loss, parts = self.step_fn(batch, ctx)
             for opt in self.optimizers:
@@ -392,13 +432,14 @@ class _Loop:
 
     def check(self, epoch: int, mean: list[float]) -> None:
         """Raise NonFiniteLossError if a mean loss is NaN/inf (and the run stops on those)."""
-        if self.stop_on_nonfinite and not all(math.isfinite(x) for x in mean):
-            kept = (f"the last good checkpoint ({self.checkpoint_path}, after epoch {epoch}) is kept" if epoch
+        s = self.settings
+        if s.stop_on_nonfinite and not all(math.isfinite(x) for x in mean):
+            kept = (f"the last good checkpoint ({s.checkpoint_path}, after epoch {epoch}) is kept" if epoch
                     else "no checkpoint was written")
             raise NonFiniteLossError(
-                f"{self.name} {self.run}: a loss became NaN or infinite in epoch {epoch + 1} "
-                f"(mean {', '.join(('loss', *self.loss_names))} = {[round(x, 4) for x in mean]}); "
-                f"stopped, {kept}. Lower {self.name}.lr (or the loss weights) or check the data.")
+                f"{s.name} {s.run}: a loss became NaN or infinite in epoch {epoch + 1} "
+                f"(mean {', '.join(('loss', *s.loss_names))} = {[round(x, 4) for x in mean]}); "
+                f"stopped, {kept}. Lower {s.name}.lr (or the loss weights) or check the data.")
 
 
 def _check_names(modules: Mapping[str, Any], optimizers: Mapping[str, Any]) -> None:
@@ -408,42 +449,30 @@ def _check_names(modules: Mapping[str, Any], optimizers: Mapping[str, Any]) -> N
         raise ValueError(f"module/optimizer names must be distinct and not {_RESERVED}: {sorted(clash)}")
 
 
-def fit(name: str, dataset: Dataset, modules: Mapping[str, nn.Module | None],
-        optimizers: Mapping[str, torch.optim.Optimizer | None], step: StepFn, *, seed: int, epochs: int,
-        batch_size: int, checkpoint_path: str | Path, timings_path: str | Path, fingerprint: dict,
-        loss_names: Sequence[str], run: str = "", poly_power: float = 0.9, num_workers: int = 0,
-        amp: bool = False, stop_on_nonfinite: bool = True, progress: bool = True,
-        stop_after_epochs: int | None = None) -> FitResult:
-    """Train ``modules`` on ``dataset`` for ``epochs`` epochs, resuming a matching checkpoint.
-
-    Args:
-        name: the stage, also its params section (``train_cam``): the prefix of messages.
-        run: which run, for messages and the progress bar (``"ssc seed 0"``).
-        batch_size: the global batch (over all processes); must split over them.
-        loss_names: the names of ``step``'s ``parts``, in order.
-        stop_after_epochs: end (as if interrupted) after this many epochs of this call.
+def fit(settings: FitSettings, dataset: Dataset, modules: Mapping[str, nn.Module | None],
+        optimizers: Mapping[str, torch.optim.Optimizer | None], step: StepFn) -> FitResult:
+    """Train ``modules`` on ``dataset`` for ``settings.epochs`` epochs, resuming a matching checkpoint.
 
     Raises:
         ConfigError: the batch does not split over the processes or exceeds the data set.
-        NonFiniteLossError: a mean loss became NaN/inf (with ``stop_on_nonfinite``).
+        NonFiniteLossError: a mean loss became NaN/inf (with ``settings.stop_on_nonfinite``).
     """
-    dist = distributed.init()
+    s, dist = settings, distributed.init()
     _check_names(modules, optimizers)
-    check_batch_size(name, batch_size, dist.world_size, len(dataset))
-    checkpoint_path, timings_path = Path(checkpoint_path), Path(timings_path)
-    sampler = EpochSampler(len(dataset), batch_size, seed, dist.rank, dist.world_size)
+    check_batch_size(s.name, s.batch_size, dist.world_size, len(dataset))
+    sampler = EpochSampler(len(dataset), s.batch_size, s.seed, dist.rank, dist.world_size)
     steps = sampler.steps_per_epoch()
-    fields = ["epoch", "step", "lr", "loss", *loss_names]  # a history row's keys
-    start, history, epoch_s = _resume(name, run, checkpoint_path, fingerprint, epochs, modules, optimizers,
-                                      timings_path, dist, fields)
-    end = epochs if stop_after_epochs is None else min(epochs, start + stop_after_epochs)
+    fields = ["epoch", "step", "lr", "loss", *s.loss_names]  # a history row's keys
+    start, history, epoch_s = _resume(s.name, s.run, s.checkpoint_path, s.fingerprint, s.epochs, modules,
+                                      optimizers, s.timings_path, dist, fields)
+    end = s.epochs if s.stop_after_epochs is None else min(s.epochs, start + s.stop_after_epochs)
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=(epochs - start) * steps, desc=f"{name} {run}".strip(), unit="step",
-               disable=not (progress and dist.is_main))
-    loop = _Loop(name, run, _loader(dataset, sampler, num_workers, dist.device), sampler, _wrap(modules, dist),
-                 [o for o in optimizers.values() if o is not None], step, dist, steps * epochs, poly_power,
-                 amp and dist.device.type == "cuda", stop_on_nonfinite, checkpoint_path, tuple(loss_names), bar)
+    bar = tqdm(total=(s.epochs - start) * steps, desc=f"{s.name} {s.run}".strip(), unit="step",
+               disable=not (s.progress and dist.is_main))
+    loop = _Loop(s, _loader(dataset, sampler, s.num_workers, dist.device), sampler, _wrap(modules, dist),
+                 [o for o in optimizers.values() if o is not None], step, dist, steps * s.epochs,
+                 s.amp and dist.device.type == "cuda", bar)
     try:
         for epoch in range(start, end):
             mean, seconds = loop.epoch(epoch)
@@ -451,10 +480,10 @@ def fit(name: str, dataset: Dataset, modules: Mapping[str, nn.Module | None],
             lr = loop.optimizers[0].param_groups[0]["lr"] if loop.optimizers else 0.0
             history.append(dict(zip(fields, [epoch + 1, (epoch + 1) * steps, lr, *mean])))
             if dist.is_main:
-                save(_state(epoch + 1, (epoch + 1) * steps, fingerprint, history, modules, optimizers),
-                     checkpoint_path)
-                _write_timings(timings_path, epoch_s, steps * batch_size)
+                save(_state(epoch + 1, (epoch + 1) * steps, s.fingerprint, history, modules, optimizers),
+                     s.checkpoint_path)
+                _write_timings(s.timings_path, epoch_s, steps * s.batch_size)
     finally:
         bar.close()
-    return FitResult(history, steps, steps * epochs, dist.device, dist.world_size,
-                     end if end < epochs else None)
+    return FitResult(history, steps, steps * s.epochs, dist.device, dist.world_size,
+                     end if end < s.epochs else None)

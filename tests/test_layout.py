@@ -182,7 +182,7 @@ def _reads(stage: str, key: str) -> bool:
         "train_cam.out_dir": ("paths.train_dir", "paths.model", "paths.checkpoint", "load_run"),
         "eval_cam.out_dir": ("paths.cam_dir",),
         "ssc": ("variant_config", "load_run"), "ssc.drs_delta": ("variant_config", "load_run"),
-        "variants": ("variant_config", "load_run"), "runs.devices": ("run_here_or_torchrun",),
+        "variants": ("variant_config", "load_run"), "runs.devices": ("run_here_or_torchrun", "_training.run("),
         **OUT_DIR_HELPERS,
     }
     via = any(h in text for h in helpers.get(key.split("${")[0].rstrip("."), ()))
@@ -233,6 +233,41 @@ def test_stage_functions_are_short(stage):
     long = [(n.name, n.end_lineno - n.lineno + 1) for n in ast.walk(tree)
             if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 60]
     assert not long, f"sslib/stages/{stage}.py: functions over 60 lines: {long}"
+
+
+def _code_lines(source: str, tree: ast.AST) -> dict[ast.AST, int]:
+    """Each function's lines of code: its lines (decorators and signature included) less its
+    docstring, blank lines and comment-only lines."""
+    import io
+    import tokenize
+
+    code: set[int] = set()  # the lines that hold a token of code (a multi-line token: all of its lines)
+    skip = (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER)
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type not in skip:
+            code.update(range(tok.start[0], tok.end[0] + 1))
+    out = {}
+    for n in ast.walk(tree):
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            lines = set(range(min([d.lineno for d in n.decorator_list] + [n.lineno]), n.end_lineno + 1))
+            if ast.get_docstring(n, clean=False) is not None:
+                lines -= set(range(n.body[0].lineno, n.body[0].end_lineno + 1))
+            out[n] = len(lines & code)
+    return out
+
+
+def test_code_lines_count_neither_docstring_nor_blank_nor_comment_lines():
+    source = 'def f(a,\n      b):\n    """Doc.\n\n    More.\n    """\n    # a comment\n\n    x = """two\n    lines"""\n    return x  # trailing\n'
+    tree = ast.parse(source)
+    assert list(_code_lines(source, tree).values()) == [5]  # the signature (2), the string (2), return
+
+
+@pytest.mark.parametrize("module", sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "sslib").rglob("*.py")))
+def test_library_functions_are_short(module):
+    """No function in sslib/ has more than 60 lines of code (docstring, blank and comment lines not counted)."""
+    source = (ROOT / module).read_text()
+    long = [(n.name, k) for n, k in _code_lines(source, ast.parse(source)).items() if k > 60]
+    assert not long, f"{module}: functions over 60 lines of code: {long}"
 
 
 @pytest.mark.parametrize("nb", [nb for nb in STAGES.values() if nb], ids=str)

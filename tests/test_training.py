@@ -49,9 +49,10 @@ def _step(batch: dict, ctx: training.StepContext) -> tuple[torch.Tensor, torch.T
 def _fit(folder: Path, step=_step, fingerprint: dict | None = None, built=None, **kw) -> tuple[training.FitResult, dict]:
     modules, optimizers = built or _toy()
     kw = {"seed": 0, "epochs": EPOCHS, "batch_size": BATCH, "progress": False, **kw}
-    r = training.fit("toy", Toy(), modules, optimizers, step, run="run 0", checkpoint_path=folder / "checkpoint.pt",
-                     timings_path=folder / "timings.json", fingerprint=fingerprint or {"v": 1},
-                     loss_names=("mse", "reg"), **kw)
+    settings = training.FitSettings("toy", run="run 0", checkpoint_path=folder / "checkpoint.pt",
+                                    timings_path=folder / "timings.json", fingerprint=fingerprint or {"v": 1},
+                                    loss_names=("mse", "reg"), **kw)
+    r = training.fit(settings, Toy(), modules, optimizers, step)
     return r, modules
 
 

@@ -28,9 +28,7 @@ the file (and the id) named.
 from __future__ import annotations
 
 import json
-import os
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple
 
@@ -38,6 +36,7 @@ import numpy as np
 
 from ..io import DataError, write_json
 from ..formats import read_png_labels, save_png
+from ..pool import auto_workers, map_tasks
 
 __all__ = ["COCO_CATEGORY_IDS", "CATEGORY_TO_CLASS", "instances_file", "load_instances", "image_entries",
            "class_mask", "write_class_masks", "require_pycocotools"]
@@ -171,8 +170,8 @@ def write_class_masks(instances: str | Path, image_dir: str | Path, out_dir: str
     Args:
         instances: an ``instances_<subset>.json``.
         image_dir: the folder of its images; each listed image must be ``<name>.jpg`` there.
-        workers: processes (None: one per core, at most 8, from
-            :data:`sslib.data.prepare.PARALLEL_MIN_IMAGES` images on; 1: here).
+        workers: processes (None: :func:`sslib.pool.auto_workers`, one per core, at most 8,
+            from :data:`sslib.pool.PARALLEL_MIN_IMAGES` images on; 1: here).
         names: only these images (default: all of the file).
         entries: :func:`image_entries` of ``instances`` if already read (COCO's train file
             takes seconds and gigabytes to parse).
@@ -181,8 +180,6 @@ def write_class_masks(instances: str | Path, image_dir: str | Path, out_dir: str
         ``{"images": n, "written": n, "kept": n}``.
     """
     require_pycocotools()
-    from tqdm.auto import tqdm
-
     from .base import list_stems
     from .coco import IMAGE_SUFFIX
 
@@ -204,19 +201,9 @@ def write_class_masks(instances: str | Path, image_dir: str | Path, out_dir: str
         keep = False
     tasks = [(e, out_dir / f"{e.name}.png", keep) for e in entries]
     if workers is None:
-        from .prepare import PARALLEL_MIN_IMAGES  # the prepare stage's rule, one place
-
-        workers = min(os.cpu_count() or 1, 8) if len(tasks) >= PARALLEL_MIN_IMAGES else 1
-    written = 0
-    with tqdm(total=len(tasks), desc=f"COCO masks {instances.stem}", unit="img", disable=not progress) as bar:
-        if workers <= 1:
-            for t in tasks:
-                written += _write_one(t)
-                bar.update()
-        else:
-            with ProcessPoolExecutor(workers) as pool:
-                for done in pool.map(_write_one, tasks, chunksize=max(1, min(64, len(tasks) // (workers * 8)))):
-                    written += done
-                    bar.update()
+        workers = auto_workers(len(tasks))
+    done = map_tasks(_write_one, tasks, workers, chunksize=max(1, min(64, len(tasks) // (max(workers, 1) * 8))),
+                     use_executor=True, desc=f"COCO masks {instances.stem}", progress=progress)
+    written = sum(done)
     write_json(meta, stamp)
     return {"images": len(tasks), "written": written, "kept": len(tasks) - written}

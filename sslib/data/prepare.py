@@ -37,8 +37,6 @@ lists and masks are removed last).
 """
 from __future__ import annotations
 
-import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable, NamedTuple, Sequence
 
@@ -48,13 +46,12 @@ from PIL import Image
 from ..config import ConfigError, DataConfig
 from ..io import DataError, remove_stale_temps, write_json, write_text
 from ..formats import IGNORE_INDEX, read_lines, read_png_labels, save_png
+from ..pool import PARALLEL_MIN_IMAGES, auto_workers, map_tasks  # PARALLEL_MIN_IMAGES: still named here
 from . import coco, voc
 from .base import LABELS_NAME, check_images_exist, list_stems
 
 __all__ = ["prepare", "read_sbd_mat", "PARALLEL_MIN_IMAGES"]
 
-#: below this many images the work runs in this process (pool start-up is not worth it)
-PARALLEL_MIN_IMAGES = 2000
 AUG_DIR = "SegmentationClassAug"
 
 
@@ -282,26 +279,12 @@ def _plan_coco(data_cfg: DataConfig, progress: bool = True, workers: int | None 
 
 # --------------------------------------------------------------------------- running
 def _run(tasks: list[_Task], progress: bool, workers: int | None) -> dict[str, list[int]]:
-    from tqdm.auto import tqdm
-
+    """Each task's labels by image name (over :func:`sslib.pool.auto_workers` processes by default)."""
     if workers is None:
-        workers = min(os.cpu_count() or 1, 8) if len(tasks) >= PARALLEL_MIN_IMAGES else 1
-    out: dict[str, list[int]] = {}
-    with tqdm(total=len(tasks), desc="prepare", unit="img", disable=not progress) as bar:
-        if workers <= 1:
-            for t in tasks:
-                out[t.name] = _process(t)
-                bar.update()
-            return out
-        pool = ProcessPoolExecutor(workers)
-        try:
-            chunk = max(1, min(64, len(tasks) // (workers * 8)))
-            for t, labels in zip(tasks, pool.map(_process, tasks, chunksize=chunk)):
-                out[t.name] = labels
-                bar.update()
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-    return out
+        workers = auto_workers(len(tasks))
+    labels = map_tasks(_process, tasks, workers, chunksize=max(1, min(64, len(tasks) // (max(workers, 1) * 8))),
+                       use_executor=True, cancel_futures=True, desc="prepare", progress=progress)
+    return {t.name: lab for t, lab in zip(tasks, labels)}
 
 
 def _remove_stale(prepared: Path, splits: Iterable[str], aug_names: list[str] | None) -> None:
@@ -327,7 +310,8 @@ def prepare(data_cfg: DataConfig, progress: bool = True, *, workers: int | None 
         data_cfg: the ``data`` section of params.yaml.
         progress: show a progress bar over the images.
         workers: processes; None = one per core (at most 8) from
-            :data:`PARALLEL_MIN_IMAGES` images on, else this process only.
+            :data:`sslib.pool.PARALLEL_MIN_IMAGES` images on, else this process only
+            (:func:`sslib.pool.auto_workers`).
 
     Returns:
         ``{"dataset", "classes", "images": {split: n}, "class_counts": {split: {class: n}}}``

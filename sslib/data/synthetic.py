@@ -717,7 +717,31 @@ def _render_once(rng, cfg, s, lo_sc, hi_sc, min_px):
     n = s * SUPERSAMPLE
     cls, ctx, regions, distractor = _choose_contexts(rng, cfg)
     ordered, region_map = _layout(rng, regions, distractor, n)
+    objs = _draw_objects(rng, cls, ctx, ordered, region_map, n, lo_sc, hi_sc)
+    inst1, band, counts = _drop_occluded(objs, n, s, min_px)
+    if not any(o.visible for o in objs):
+        return None
+    image, frac = _paint(rng, objs, ordered, region_map, s)
 
+    class_of = np.zeros(len(objs) + 1, np.uint8)
+    for o in objs:
+        class_of[o.k + 1] = o.cls + 1
+    mask = class_of[inst1]
+    mask[band] = 255
+
+    records = _records(objs, ordered, region_map, counts)
+    info = {
+        "contexts": [CONTEXTS[r] for r in ordered],
+        "context_frac": [round(f, 3) for f in frac],
+        "distractor": distractor,
+        "classes": [c for c in CLASSES if any(r["visible"] and r["class"] == c for r in records)],
+        "objects": records,
+    }
+    return image, mask, info
+
+
+def _draw_objects(rng, cls, ctx, ordered, region_map, n, lo_sc, hi_sc) -> list[_Obj]:
+    """Draw each object's scale, angle, aspect, flip and shape, and place it (in order)."""
     objs: list[_Obj] = []
     for k, (c, cx_) in enumerate(zip(cls, ctx)):
         name = CLASSES[int(c)]
@@ -730,8 +754,12 @@ def _render_once(rng, cfg, s, lo_sc, hi_sc, min_px):
                  make_params(rng), scale)
         _place(rng, o, objs, region_map)
         objs.append(o)
+    return objs
 
-    # occlusion: drop objects whose visible, unignored part is too small, until stable
+
+def _drop_occluded(objs, n, s, min_px):
+    """Occlusion: mark invisible the objects whose visible, unignored part is too small, until
+    stable. Returns the (s, s) instance map, its inner boundary band and the visible pixel counts."""
     while True:
         inst = _instances(objs, n)
         inst1 = _downsample_instances(inst, s, len(objs))
@@ -743,11 +771,12 @@ def _render_once(rng, cfg, s, lo_sc, hi_sc, min_px):
             if o.visible and counts[o.k + 1] < need:
                 o.visible, dropped = False, True
         if not dropped:
-            break
-    if not any(o.visible for o in objs):
-        return None
+            return inst1, band, counts
 
-    # background, then objects in order
+
+def _paint(rng, objs, ordered, region_map, s):
+    """The background, then the visible objects in order, box-filtered, with gain and noise.
+    Returns the (s, s, 3) uint8 image and each context's share of the background."""
     bgs = [_BACKGROUNDS[CONTEXTS[r]](rng, s) for r in ordered]
     frac = [1.0]
     if len(bgs) == 1:
@@ -763,14 +792,11 @@ def _render_once(rng, cfg, s, lo_sc, hi_sc, min_px):
             win[o.mask] = o.paint()[o.mask]
     img = _box(img, SUPERSAMPLE)
     img = img * _u(rng, 0.92, 1.08) + NOISE_STD * rng.standard_normal(img.shape)
-    image = np.clip(np.round(img * 255), 0, 255).astype(np.uint8)
+    return np.clip(np.round(img * 255), 0, 255).astype(np.uint8), frac
 
-    class_of = np.zeros(len(objs) + 1, np.uint8)
-    for o in objs:
-        class_of[o.k + 1] = o.cls + 1
-    mask = class_of[inst1]
-    mask[band] = 255
 
+def _records(objs, ordered, region_map, counts) -> list[dict]:
+    """Each object's record for meta.json (see :func:`render_image`)."""
     records = []
     for o in objs:
         reg = region_map[o.sy, o.sx][o.mask]
@@ -785,14 +811,7 @@ def _render_once(rng, cfg, s, lo_sc, hi_sc, min_px):
             "scale": round(o.scale, 3), "angle": round(math.degrees(o.theta), 1),
             "aspect": round(o.aspect, 3), "flip": o.flip,
         })
-    info = {
-        "contexts": [CONTEXTS[r] for r in ordered],
-        "context_frac": [round(f, 3) for f in frac],
-        "distractor": distractor,
-        "classes": [c for c in CLASSES if any(r["visible"] and r["class"] == c for r in records)],
-        "objects": records,
-    }
-    return image, mask, info
+    return records
 
 
 # --------------------------------------------------------------------------- the data set

@@ -24,12 +24,10 @@ Shell::
 """
 from __future__ import annotations
 
-import multiprocessing as mp
-import os
 import sys
 import time
 from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
@@ -39,6 +37,7 @@ from .. import paths
 from ..config import Params, to_dict
 from ..io import DataError, remove_stale_temps, write_json
 from ..formats import save_png, voc_palette
+from ..pool import cpu_workers, executor
 from . import common
 
 __all__ = ["run", "eval_seg", "segment", "fused_logits"]
@@ -105,8 +104,8 @@ def _predict_all(params: Params, nets: list[torch.nn.Module], ds, device: torch.
 
     cfg = params.eval_seg
     conf_raw, conf_crf = np.zeros((k, k), np.int64), np.zeros((k, k), np.int64)
-    workers = (os.cpu_count() or 1) if cfg.workers == 0 else cfg.workers
-    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) if cfg.crf and workers > 1 else None
+    workers = cpu_workers(cfg.workers)
+    pool = executor(workers, spawn=True) if cfg.crf and workers > 1 else None
     pending: deque[tuple[dict, Future | np.ndarray]] = deque()
     kw, palette = _crf_kwargs(params), voc_palette()
 

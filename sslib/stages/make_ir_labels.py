@@ -154,29 +154,18 @@ def _make_labels(params: Params, variant: str, seed: int, keep: bool,
     With the real CRF (``crf`` None) and ``make_ir_labels.workers`` other than 1, the images
     are spread over a pool of processes (0: one per core); a stand-in CRF runs here.
     """
-    import multiprocessing as mp
-    import os
-
-    from tqdm.auto import tqdm
+    from ..pool import cpu_workers, map_tasks
 
     n = len(_train_set(params.data))
-    workers = (os.cpu_count() or 1) if params.make_ir_labels.workers == 0 else params.make_ir_labels.workers
-    workers = min(workers, n) if crf is None else 1
-    bar = tqdm(total=n, desc=f"IR labels {params.data.train_split}", unit="img", disable=not progress)
+    workers = min(cpu_workers(params.make_ir_labels.workers), n) if crf is None else 1
+    tasks = [(params, variant, seed, i, keep) for i in range(n)]
+    fn = _label_task if crf is None else (lambda task: _label_one(*task, crf))
+    # small chunks: the last one keeps a single worker busy while the others idle
+    results = map_tasks(fn, tasks, workers, chunksize=max(1, min(4, n // (4 * max(workers, 1)))), ordered=False,
+                        spawn=True, desc=f"IR labels {params.data.train_split}", progress=progress)
     counts = {"made": 0, "kept": 0}
-    with bar:
-        if workers <= 1:
-            results = (_label_one(params, variant, seed, i, keep, crf) for i in range(n))
-            for r in results:
-                counts[r] += 1
-                bar.update()
-        else:
-            with mp.get_context("spawn").Pool(workers) as pool:
-                tasks = [(params, variant, seed, i, keep) for i in range(n)]
-                # small chunks: the last one keeps a single worker busy while the others idle
-                for r in pool.imap_unordered(_label_task, tasks, chunksize=max(1, min(4, n // (4 * workers)))):
-                    counts[r] += 1
-                    bar.update()
+    for r in results:
+        counts[r] += 1
     return counts
 
 

@@ -27,9 +27,10 @@ Losses are accumulated on the device and read back every ``LOG_EVERY`` steps (fo
 progress bar and the finiteness check) and at the end of each epoch, not every step.
 
 This module holds what is particular to CAM training (data, models and optimisers, the
-fingerprint of the settings, the SSC step, the outputs of a finished run); the loop
-itself (sampling, poly lr, resume, checkpoints, DDP, AMP, timings) is
-:func:`sslib.training.fit`, shared with the other training stages.
+fingerprint of the settings, the SSC step, the metrics and the model file of a finished
+run); the loop itself (sampling, poly lr, resume, checkpoints, DDP, AMP, timings) is
+:func:`sslib.training.fit`, and the run's shape around it (the start, the reports, the
+entry points) :mod:`sslib.stages._training`, both shared with the other training stages.
 
 Run it from a notebook (:func:`run`, which launches ``torchrun`` when
 ``runs.devices > 1``) or from the shell::
@@ -39,7 +40,6 @@ Run it from a notebook (:func:`run`, which launches ``torchrun`` when
 """
 from __future__ import annotations
 
-import hashlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,12 +49,10 @@ import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
 
-from .. import distributed, paths, training
+from .. import paths, training
 from ..config import Params, VariantConfig, to_dict, variant_config
-from ..distributed import DistInfo
-from ..io import remove_stale_temps, write_json
 from ..training import LOG_EVERY, NonFiniteLossError, StepContext, poly_lr
-from . import common
+from . import _training
 
 __all__ = ["run", "train_cam", "NonFiniteLossError", "poly_lr", "LOG_EVERY"]
 
@@ -62,9 +60,12 @@ __all__ = ["run", "train_cam", "NonFiniteLossError", "poly_lr", "LOG_EVERY"]
 LOSS_NAMES = ("cls", "rec", "align")
 
 
-def timings_path(variant: str, seed: int) -> Path:
-    """Wall-clock seconds of one run: ``{"epoch_s": [...], "train_time_s", "images_per_s"}``."""
-    return paths.timings("train_cam", paths.run_name(variant, seed))
+def _run(params: Params, variant: str, seed: int) -> _training.TrainingRun:
+    """Run (``variant``, ``seed``) and its files: ``paths.train_dir(...)``, ``paths.checkpoint(...)``,
+    ``paths.model(...)``, ``paths.train_reports(...)``."""
+    return _training.TrainingRun("train_cam", variant, seed, paths.train_dir(params, variant, seed),
+                                 paths.checkpoint(params, variant, seed), paths.model(params, variant, seed),
+                                 paths.train_reports(variant, seed))
 
 
 # --------------------------------------------------------------------------- data, models, settings
@@ -94,16 +95,12 @@ class _Parts:
 
 def _fingerprint(params: Params, variant: str, seed: int, v: VariantConfig) -> dict:
     """What a checkpoint must agree with to be resumed (not the output paths or worker count)."""
-    t = to_dict(params.train_cam)
-    for k in ("out_dir", "num_workers"):
-        t.pop(k)
     inputs = {}  # the data a run reads, by the files that summarise it
     for f in (Path(params.data.prepared_dir) / "labels.json", Path(params.superpixels.out_dir) / "meta.json"):
-        inputs[str(f)] = hashlib.md5(f.read_bytes()).hexdigest() if f.is_file() else None
-    return {"variant": variant, "seed": seed, "settings": to_dict(v), "train": t,
-            "model": to_dict(params.model), "augment": to_dict(params.augment),
-            "data": {k: getattr(params.data, k) for k in ("dataset", "root", "train_split")},
-            "inputs": inputs}
+        inputs[str(f)] = _training.file_md5(f)
+    return {"variant": variant, "seed": seed, "settings": to_dict(v),
+            "train": _training.train_settings(params.train_cam), "model": to_dict(params.model),
+            "augment": to_dict(params.augment), "data": _training.data_settings(params.data), "inputs": inputs}
 
 
 def _build(params: Params, v: VariantConfig, num_classes: int, device: torch.device) -> _Parts:
@@ -172,16 +169,6 @@ def _share_of_maps(label: torch.Tensor, world: int) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- the run
-def _start(params: Params, variant: str, seed: int, dist: DistInfo) -> None:
-    """Check the batch splits over the processes; then (rank 0), before any rank can write,
-    remove what a killed run left and the previous model.pt."""
-    training.check_batch_size("train_cam", params.train_cam.batch_size, dist.world_size)
-    out = paths.train_dir(params, variant, seed)
-    if dist.is_main:
-        remove_stale_temps(out)
-        (out / paths.MODEL).unlink(missing_ok=True)
-
-
 def train_cam(params: Params, variant: str, seed: int, *, progress: bool = True,
               stop_after_epochs: int | None = None) -> dict:
     """Train variant ``variant`` with seed ``seed``; resume from its checkpoint if there is one.
@@ -202,55 +189,33 @@ def train_cam(params: Params, variant: str, seed: int, *, progress: bool = True,
     """
     from ..data import dataset_classes
 
-    dist = distributed.init()
-    t, v = params.train_cam, variant_config(params, variant)
+    t, v, job = params.train_cam, variant_config(params, variant), _run(params, variant, seed)
     fingerprint = _fingerprint(params, variant, seed, v)
-    _start(params, variant, seed, dist)
+    dist = job.start(t.batch_size)
     classes = dataset_classes(params.data)
     dataset = _dataset(params, v)
     torch.manual_seed(seed)
     parts = _build(params, v, len(classes), dist.device)
-    result = training.fit(
-        "train_cam", dataset, parts.modules(), parts.optimizers(), _ssc_step(v, parts.rec_loss),
-        run=f"{variant} seed {seed}", seed=seed, epochs=t.epochs, batch_size=t.batch_size,
-        poly_power=t.poly_power, num_workers=t.num_workers, amp=t.amp, stop_on_nonfinite=t.stop_on_nonfinite,
-        checkpoint_path=paths.checkpoint(params, variant, seed), timings_path=timings_path(variant, seed),
-        fingerprint=fingerprint, loss_names=LOSS_NAMES, progress=progress, stop_after_epochs=stop_after_epochs)
-    if not result.finished:
-        return {"stopped_at_epoch": result.stopped_at}
-    metrics = {"variant": variant, "seed": seed, "epochs": t.epochs, "steps": result.max_step,
-               "final": {k: result.history[-1][k] for k in ("loss", *LOSS_NAMES)},
-               "device": str(result.device), "world_size": result.world_size}
-    if dist.is_main:
-        _write_outputs(params, variant, seed, parts, classes, result.history, metrics)
-    distributed.barrier()
-    return metrics
+    settings = job.fit_settings(t, fingerprint, LOSS_NAMES, progress=progress, stop_after_epochs=stop_after_epochs)
+    result = training.fit(settings, dataset, parts.modules(), parts.optimizers(), _ssc_step(v, parts.rec_loss))
+    return job.finish(result, dist, t.epochs, LOSS_NAMES, lambda: _model_file(params, variant, seed, parts, classes))
 
 
-def _write_outputs(params: Params, variant: str, seed: int, parts: _Parts, classes: list[str],
-                   history: list[dict], metrics: dict) -> None:
-    """model.pt, then the reports (last: only a finished run replaces them)."""
-    training.save({"net": parts.net.state_dict(),
-                   "decoder": parts.decoder.state_dict() if parts.decoder is not None else None,
-                   "classes": list(classes), "variant": variant, "seed": seed,
-                   "settings": to_dict(variant_config(params, variant)), "model": to_dict(params.model)},
-                  paths.model(params, variant, seed))
-    rep = paths.train_reports(variant, seed)
-    training.write_losses(rep / paths.LOSSES, history)
-    write_json(rep / paths.METRICS, metrics)
+def _model_file(params: Params, variant: str, seed: int, parts: _Parts, classes: list[str]) -> dict:
+    """What model.pt holds."""
+    return {"net": parts.net.state_dict(), "decoder": parts.decoder.state_dict() if parts.decoder is not None else None,
+            "classes": list(classes), "variant": variant, "seed": seed,
+            "settings": to_dict(variant_config(params, variant)), "model": to_dict(params.model)}
 
 
 # --------------------------------------------------------------------------- entry points
 def run(params: Params, variant: str, seed: int, progress: bool = True) -> dict:
     """Train one run in this process, or under ``torchrun`` when ``runs.devices > 1``."""
-    return distributed.run_here_or_torchrun("train_cam", params, variant, seed,
-                                            lambda: train_cam(params, variant, seed, progress=progress),
-                                            paths.train_reports(variant, seed) / paths.METRICS)
+    return _training.run("train_cam", train_cam, paths.train_reports, params, variant, seed, progress)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return common.cli("train_cam", __doc__, lambda p, a: train_cam(p, a.variant, a.seed, progress=distributed.is_rank0()),
-                      argv, common.add_run_args, errors=(NonFiniteLossError,))
+    return _training.main("train_cam", __doc__, train_cam, argv)
 
 
 if __name__ == "__main__":

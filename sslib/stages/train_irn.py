@@ -19,7 +19,8 @@ One run, top to bottom (IRN's ``step/train_irn.py`` without the displacement bra
    ``metrics.json`` under :func:`sslib.paths.irn_reports`.
 
 The loop (sampling, poly lr, resume, the NaN stop, checkpoints, DDP, AMP, timings) is
-:func:`sslib.training.fit`, shared with ``train_cam``. As there, an interrupted run
+:func:`sslib.training.fit`, and the run's shape around it (the start, the reports, the entry
+points) :mod:`sslib.stages._training`, both shared with ``train_cam``. As there, an interrupted run
 resumes from its checkpoint and ends with the weights of an uninterrupted one; the
 reports are written only when the run has finished.
 
@@ -30,19 +31,16 @@ Shell::
 """
 from __future__ import annotations
 
-import hashlib
 import sys
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset
 
-from .. import distributed, paths, training
-from ..config import Params, to_dict
-from ..io import remove_stale_temps, write_json
-from ..training import NonFiniteLossError, StepContext
-from . import common
+from .. import paths, training
+from ..config import Params
+from ..training import StepContext
+from . import _training
 
 __all__ = ["run", "train_irn", "LOSS_NAMES"]
 
@@ -52,8 +50,12 @@ LOSS_NAMES = ("bg_pos", "fg_pos", "neg")
 LABEL_STRIDE = 4
 
 
-def timings_path(variant: str, seed: int) -> Path:
-    return paths.timings("train_irn", paths.run_name(variant, seed))
+def _run(params: Params, variant: str, seed: int) -> _training.TrainingRun:
+    """Run (``variant``, ``seed``) and its files: ``paths.irn_dir(...)``, ``paths.irn_checkpoint(...)``,
+    ``paths.irn_model(...)``, ``paths.irn_reports(...)``."""
+    return _training.TrainingRun("train_irn", variant, seed, paths.irn_dir(params, variant, seed),
+                                 paths.irn_checkpoint(params, variant, seed), paths.irn_model(params, variant, seed),
+                                 paths.irn_reports(variant, seed))
 
 
 def _dataset(params: Params, variant: str, seed: int) -> Dataset:
@@ -82,14 +84,10 @@ def _check_labels(params: Params, variant: str, seed: int, names: list[str]) -> 
 
 def _fingerprint(params: Params, variant: str, seed: int) -> dict:
     """What a checkpoint must agree with to be resumed (not the output paths or worker count)."""
-    t = to_dict(params.train_irn)
-    for k in ("out_dir", "num_workers"):
-        t.pop(k)
     meta = paths.ir_label_dir(params, variant, seed) / "meta.json"
-    return {"variant": variant, "seed": seed, "train": t,
+    return {"variant": variant, "seed": seed, "train": _training.train_settings(params.train_irn),
             "model": {k: getattr(params.model, k) for k in ("backbone", "backbone_weights")},
-            "data": {k: getattr(params.data, k) for k in ("dataset", "root", "train_split")},
-            "ir_labels": hashlib.md5(meta.read_bytes()).hexdigest() if meta.is_file() else None}
+            "data": _training.data_settings(params.data), "ir_labels": _training.file_md5(meta)}
 
 
 def _build(params: Params, device: torch.device) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
@@ -136,50 +134,28 @@ def train_irn(params: Params, variant: str, seed: int, *, progress: bool = True,
         DataError: an IR label is missing or unreadable (named).
         NonFiniteLossError: a loss became NaN/inf (with ``train_irn.stop_on_nonfinite``).
     """
-    dist = distributed.init()
-    t = params.train_irn
-    training.check_batch_size("train_irn", t.batch_size, dist.world_size)
-    out = paths.irn_dir(params, variant, seed)
-    if dist.is_main:
-        remove_stale_temps(out)
-        paths.irn_model(params, variant, seed).unlink(missing_ok=True)
+    t, job = params.train_irn, _run(params, variant, seed)
+    dist = job.start(t.batch_size)
     dataset = _dataset(params, variant, seed)
     _check_labels(params, variant, seed, dataset.names)
     fingerprint = _fingerprint(params, variant, seed)
     torch.manual_seed(seed)
     net, opt = _build(params, dist.device)
-    result = training.fit(
-        "train_irn", dataset, {"net": net}, {"opt": opt}, _affinity_step(t.radius),
-        run=f"{variant} seed {seed}", seed=seed, epochs=t.epochs, batch_size=t.batch_size,
-        poly_power=t.poly_power, num_workers=t.num_workers, amp=t.amp, stop_on_nonfinite=t.stop_on_nonfinite,
-        checkpoint_path=paths.irn_checkpoint(params, variant, seed), timings_path=timings_path(variant, seed),
-        fingerprint=fingerprint, loss_names=LOSS_NAMES, progress=progress, stop_after_epochs=stop_after_epochs)
-    if not result.finished:
-        return {"stopped_at_epoch": result.stopped_at}
-    metrics = {"variant": variant, "seed": seed, "epochs": t.epochs, "steps": result.max_step,
-               "backbone": params.model.backbone,
-               "final": {k: result.history[-1][k] for k in ("loss", *LOSS_NAMES)},
-               "device": str(result.device), "world_size": result.world_size}
-    if dist.is_main:
-        training.save({"net": net.state_dict(), "model": {"backbone": params.model.backbone},
-                       "variant": variant, "seed": seed}, paths.irn_model(params, variant, seed))
-        rep = paths.irn_reports(variant, seed)
-        training.write_losses(rep / paths.LOSSES, result.history)
-        write_json(rep / paths.METRICS, metrics)
-    distributed.barrier()
-    return metrics
+    settings = job.fit_settings(t, fingerprint, LOSS_NAMES, progress=progress, stop_after_epochs=stop_after_epochs)
+    result = training.fit(settings, dataset, {"net": net}, {"opt": opt}, _affinity_step(t.radius))
+    return job.finish(result, dist, t.epochs, LOSS_NAMES,
+                      lambda: {"net": net.state_dict(), "model": {"backbone": params.model.backbone},
+                               "variant": variant, "seed": seed},
+                      about={"backbone": params.model.backbone})
 
 
 def run(params: Params, variant: str, seed: int, progress: bool = True) -> dict:
     """Train one run in this process, or under ``torchrun`` when ``runs.devices > 1``."""
-    return distributed.run_here_or_torchrun("train_irn", params, variant, seed,
-                                            lambda: train_irn(params, variant, seed, progress=progress),
-                                            paths.irn_reports(variant, seed) / paths.METRICS)
+    return _training.run("train_irn", train_irn, paths.irn_reports, params, variant, seed, progress)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return common.cli("train_irn", __doc__, lambda p, a: train_irn(p, a.variant, a.seed, progress=distributed.is_rank0()),
-                      argv, common.add_run_args, errors=(NonFiniteLossError,))
+    return _training.main("train_irn", __doc__, train_irn, argv)
 
 
 if __name__ == "__main__":

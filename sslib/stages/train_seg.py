@@ -28,7 +28,8 @@ One run, top to bottom (BECO's ``main.py`` with SSC's configuration):
    and ``metrics.json`` under :func:`sslib.paths.seg_reports` (with the initialisation).
 
 The loop (sampling, poly lr, resume, NaN stop, checkpoints, DDP, AMP, timings) is
-:func:`sslib.training.fit`, shared with ``train_cam`` and ``train_irn``. The BECO step's
+:func:`sslib.training.fit`, and the run's shape around it (the start, the reports, the entry
+points) :mod:`sslib.stages._training`, both shared with ``train_cam`` and ``train_irn``. The BECO step's
 random draws (which images are mixed, which classes pasted) come from a generator seeded
 by (seed, step), so an interrupted run resumes to the weights of an uninterrupted one.
 
@@ -39,7 +40,6 @@ Shell::
 """
 from __future__ import annotations
 
-import hashlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -48,11 +48,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from .. import distributed, paths, training
-from ..config import Params, to_dict
-from ..io import DataError, remove_stale_temps, write_json
-from ..training import NonFiniteLossError, StepContext
-from . import common
+from .. import paths, training
+from ..config import Params
+from ..distributed import DistInfo
+from ..io import DataError
+from ..training import StepContext
+from . import _training, common
 
 __all__ = ["run", "train_seg", "loss_names", "init_record"]
 
@@ -62,8 +63,12 @@ def loss_names(method: str) -> tuple[str, ...]:
     return ("ce",) if method == "ce" else ("ce1", "ce2", "cot1", "cot2")
 
 
-def timings_path(variant: str, seed: int) -> Path:
-    return paths.timings("train_seg", paths.run_name(variant, seed))
+def _run(params: Params, variant: str, seed: int) -> _training.TrainingRun:
+    """Run (``variant``, ``seed``) and its files: ``paths.seg_dir(...)``, ``paths.seg_checkpoint(...)``,
+    ``paths.seg_model(...)``, ``paths.seg_reports(...)``."""
+    return _training.TrainingRun("train_seg", variant, seed, paths.seg_dir(params, variant, seed),
+                                 paths.seg_checkpoint(params, variant, seed), paths.seg_model(params, variant, seed),
+                                 paths.seg_reports(variant, seed))
 
 
 def init_record(params: Params) -> str:
@@ -99,13 +104,9 @@ def _check_files(params: Params, variant: str, seed: int, names: list[str]) -> N
 
 def _fingerprint(params: Params, variant: str, seed: int) -> dict:
     """What a checkpoint must agree with to be resumed (not the output paths or worker count)."""
-    t = to_dict(params.train_seg)
-    for k in ("out_dir", "num_workers"):
-        t.pop(k)
     meta = paths.pseudo_label_dir(params, variant, seed) / common.META
-    return {"variant": variant, "seed": seed, "train": t,
-            "data": {k: getattr(params.data, k) for k in ("dataset", "root", "train_split")},
-            "pseudo_labels": hashlib.md5(meta.read_bytes()).hexdigest() if meta.is_file() else None}
+    return {"variant": variant, "seed": seed, "train": _training.train_settings(params.train_seg),
+            "data": _training.data_settings(params.data), "pseudo_labels": _training.file_md5(meta)}
 
 
 def _build(params: Params, num_classes: int, device: torch.device, world_size: int):
@@ -200,18 +201,8 @@ def train_seg(params: Params, variant: str, seed: int, *, progress: bool = True,
     """
     from ..data import dataset_classes
 
-    dist = distributed.init()
-    t = params.train_seg
-    training.check_batch_size("train_seg", t.batch_size, dist.world_size)
-    if t.method == "beco" and (t.batch_size // dist.world_size) % 2:
-        from ..config import ConfigError
-
-        raise ConfigError(f"train_seg.batch_size: BECO mixes pairs within each process's batch; "
-                          f"{t.batch_size} over {dist.world_size} processes is odd per process")
-    out = paths.seg_dir(params, variant, seed)
-    if dist.is_main:
-        remove_stale_temps(out)
-        paths.seg_model(params, variant, seed).unlink(missing_ok=True)
+    t, job = params.train_seg, _run(params, variant, seed)
+    dist = job.start(t.batch_size, check=lambda dist: _check_beco_batch(t, dist))
     k = len(dataset_classes(params.data)) + 1
     dataset = _dataset(params, variant, seed)
     _check_files(params, variant, seed, dataset.names)
@@ -220,39 +211,32 @@ def train_seg(params: Params, variant: str, seed: int, *, progress: bool = True,
     nets, opt = _build(params, k, dist.device, dist.world_size)
     step = _ce_step(t.confidence) if t.method == "ce" else _beco_step(t.beco, seed)
     names = loss_names(t.method)
-    result = training.fit(
-        "train_seg", dataset, nets, {"opt": opt}, step, run=f"{variant} seed {seed}", seed=seed, epochs=t.epochs,
-        batch_size=t.batch_size, poly_power=t.poly_power, num_workers=t.num_workers, amp=t.amp,
-        stop_on_nonfinite=t.stop_on_nonfinite, checkpoint_path=paths.seg_checkpoint(params, variant, seed),
-        timings_path=timings_path(variant, seed), fingerprint=fingerprint, loss_names=names, progress=progress,
-        stop_after_epochs=stop_after_epochs)
-    if not result.finished:
-        return {"stopped_at_epoch": result.stopped_at}
+    settings = job.fit_settings(t, fingerprint, names, progress=progress, stop_after_epochs=stop_after_epochs)
+    result = training.fit(settings, dataset, nets, {"opt": opt}, step)
     model = {"backbone": t.backbone, "output_stride": t.output_stride, "num_classes": k}
-    metrics = {"variant": variant, "seed": seed, "method": t.method, "confidence": t.confidence,
-               "epochs": t.epochs, "steps": result.max_step, **model, "init": init_record(params),
-               "final": {key: result.history[-1][key] for key in ("loss", *names)},
-               "device": str(result.device), "world_size": result.world_size}
-    if dist.is_main:
-        training.save({"nets": [training.unwrap(n).state_dict() for n in nets.values()], "model": model,
-                       "method": t.method, "variant": variant, "seed": seed}, paths.seg_model(params, variant, seed))
-        rep = paths.seg_reports(variant, seed)
-        training.write_losses(rep / paths.LOSSES, result.history)
-        write_json(rep / paths.METRICS, metrics)
-    distributed.barrier()
-    return metrics
+    return job.finish(result, dist, t.epochs, names,
+                      lambda: {"nets": [training.unwrap(n).state_dict() for n in nets.values()], "model": model,
+                               "method": t.method, "variant": variant, "seed": seed},
+                      settings={"method": t.method, "confidence": t.confidence},
+                      about={**model, "init": init_record(params)})
+
+
+def _check_beco_batch(t, dist: DistInfo) -> None:
+    """BECO mixes pairs of images: each process's share of the batch must be even."""
+    if t.method == "beco" and (t.batch_size // dist.world_size) % 2:
+        from ..config import ConfigError
+
+        raise ConfigError(f"train_seg.batch_size: BECO mixes pairs within each process's batch; "
+                          f"{t.batch_size} over {dist.world_size} processes is odd per process")
 
 
 def run(params: Params, variant: str, seed: int, progress: bool = True) -> dict:
     """Train one run in this process, or under ``torchrun`` when ``runs.devices > 1``."""
-    return distributed.run_here_or_torchrun("train_seg", params, variant, seed,
-                                            lambda: train_seg(params, variant, seed, progress=progress),
-                                            paths.seg_reports(variant, seed) / paths.METRICS)
+    return _training.run("train_seg", train_seg, paths.seg_reports, params, variant, seed, progress)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return common.cli("train_seg", __doc__, lambda p, a: train_seg(p, a.variant, a.seed, progress=distributed.is_rank0()),
-                      argv, common.add_run_args, errors=(NonFiniteLossError,))
+    return _training.main("train_seg", __doc__, train_seg, argv)
 
 
 if __name__ == "__main__":
