@@ -252,7 +252,7 @@ def test_voc_layout_runs_and_bad_files_are_named(voc_repo):
     """The same stages on a VOC folder; a corrupt image and a list entry without a file each
     stop `dvc repro` with the file named, and what was written before is kept."""
     r = _dvc(voc_repo, "repro", "superpixels")
-    assert _ran(r) == {"prepare", "superpixels"}
+    assert _ran(r) == {"resolve", "prepare", "superpixels"}
     labels = json.loads((voc_repo / "artifacts/prepared/labels.json").read_text())
     assert labels["labels"]["2007_000001"] == [1, 14]  # foreground indices (mask id - 1)
     assert len(list((voc_repo / "artifacts/superpixels").glob("*.png"))) == 4
