@@ -53,7 +53,7 @@ __all__ = [
     "ConfigError", "Params", "DataConfig", "SyntheticConfig", "SuperpixelConfig",
     "AugmentConfig", "ModelConfig", "RunsConfig", "DownstreamConfig", "VariantConfig", "TrainCamConfig",
     "EvalCamConfig", "CRFConfig", "MakeIrLabelsConfig", "TrainIrnConfig", "MakePseudoLabelsConfig", "BecoConfig", "TrainSegConfig", "SegCRFConfig", "EvalSegConfig", "need", "variant_config", "thresholds_from", "load", "defaults", "defaults_path", "from_dict", "to_dict", "project_root", "deep_merge",
-    "Range", "num", "read_yaml",
+    "Range", "num", "read_yaml", "one_of", "settings_of_each", "chosen",
 ]
 
 
@@ -135,6 +135,73 @@ def num(*, ge: float | None = None, gt: float | None = None, le: float | None = 
     the key, e.g. ``train.decoder_betas[0]: must lie in [0, 1), got 1.5``.
     """
     return field(metadata={"range": Range(ge=ge, gt=gt, le=le, lt=lt, multiple_of=multiple_of)})
+
+
+def one_of(table: str, settings: str | None = None) -> Any:
+    """A dataclass field (a string) that names an entry of the registry table ``table``
+    (:data:`sslib.registry.TABLES`); no default. ``settings``: the sibling field
+    (a :func:`settings_of_each`) that must hold the chosen entry's settings when it has any.
+
+    :func:`from_dict` refuses an unknown name with the key and the known names, e.g.
+    ``ssc.expansion: unknown CAM expansion 'drz' (known: drs, none)``.
+    """
+    return field(metadata={"table": table, "settings_field": settings})
+
+
+def settings_of_each(table: str) -> Any:
+    """A dataclass field ``dict[str, Any]``: entry name -> that entry's own settings (each
+    checked as its entry's settings dataclass, which :func:`from_dict` builds); no default."""
+    return field(metadata={"entry_settings": table})
+
+
+def _registry(table: str):
+    from .registry import table as get_table  # lazily: the tables import their entries' modules
+
+    return get_table(table)
+
+
+def _entry(table: str, name: str, key: str):
+    from .registry import UnknownEntry
+
+    try:
+        return _registry(table).get(name, key)
+    except UnknownEntry as e:
+        raise ConfigError(str(e)) from None
+
+
+def _entry_settings(table: str, value: dict, key: str) -> dict:
+    """``{name: settings dataclass}`` of a :func:`settings_of_each` field's mapping."""
+    out = {}
+    for name, sub in value.items():
+        entry = _entry(table, name, f"{key}.{name}")
+        if entry.settings is None:
+            if sub not in (None, {}):
+                raise ConfigError(f"{key}.{name}: the {_registry(table).kind} {name!r} takes no settings")
+            continue
+        out[name] = from_dict(entry.settings, sub, f"{key}.{name}")
+    return out
+
+
+def _check_choices(obj: Any, prefix: str) -> None:
+    """Each :func:`one_of` field of ``obj`` names a known entry, whose settings are present."""
+    for f in dataclasses.fields(obj):
+        if "table" not in f.metadata:
+            continue
+        full = f"{prefix}.{f.name}" if prefix else f.name
+        entry = _entry(f.metadata["table"], getattr(obj, f.name), full)
+        where = f.metadata["settings_field"]
+        if where and entry.settings is not None and entry.name not in getattr(obj, where):
+            names = [g.name for g in dataclasses.fields(entry.settings)]
+            raise ConfigError(f"{prefix}.{where}.{entry.name}: missing; the {_registry(f.metadata['table']).kind} "
+                              f"{entry.name!r} needs its settings {names}")
+
+
+def chosen(section: Any, field_name: str) -> tuple[Any, Any]:
+    """``(entry, its settings or None)`` that ``section.<field_name>`` (a :func:`one_of`) chooses."""
+    f = {g.name: g for g in dataclasses.fields(section)}[field_name]
+    entry = _registry(f.metadata["table"]).get(getattr(section, field_name))
+    where = f.metadata["settings_field"]
+    return entry, (getattr(section, where).get(entry.name) if where else None)
 
 
 # --------------------------------------------------------------------------- sections
@@ -519,6 +586,8 @@ class EvalSegConfig:
 class Params:
     """The whole of params.yaml: shared sections, the run matrix, then one section per stage."""
 
+    #: Python files that register extra table entries (:func:`sslib.registry.load_plugins`)
+    plugins: list[str]
     data: DataConfig
     synthetic: SyntheticConfig
     superpixels: SuperpixelConfig
@@ -663,7 +732,10 @@ def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
         full = f"{prefix}.{f.name}" if prefix else f.name
         kwargs[f.name] = _convert(data[f.name], hints[f.name], full)
         _check_range(f, kwargs[f.name], full)
+        if "entry_settings" in f.metadata:
+            kwargs[f.name] = _entry_settings(f.metadata["entry_settings"], kwargs[f.name], full)
     obj = cls(**kwargs)
+    _check_choices(obj, prefix)
     if hasattr(obj, "check"):  # the section's own rules between its fields
         obj.check()
     return obj
@@ -780,9 +852,24 @@ def defaults(cls: type | None = None, /, **overrides: Any) -> Any:
         raw = raw.get(part) if isinstance(raw, dict) else None
     over = {k: to_dict(v) if dataclasses.is_dataclass(v) else v for k, v in overrides.items()}
     try:
+        _load_plugins(_defaults_raw()[1] if cls is not Params else deep_merge(raw, over), path.parent)
         return from_dict(cls, deep_merge(raw if isinstance(raw, dict) else {}, over), keys[cls])
     except ConfigError as e:
         raise ConfigError(f"{path}{' with overrides' if overrides else ''}: {e}") from None
+
+
+def _load_plugins(raw: dict, root: Path) -> None:
+    """Import the files that ``raw``'s ``plugins`` lists (relative to ``root``), so that their
+    table entries are known before the params are checked."""
+    from .registry import load_plugins
+
+    files = raw.get("plugins") or []
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        raise ConfigError(f"plugins: expected a list of Python files, got {files!r}")
+    try:
+        load_plugins(files, root)
+    except FileNotFoundError as e:
+        raise ConfigError(str(e)) from None
 
 
 def load(path: str | Path | None = None, overrides: dict | None = None) -> Params:
@@ -797,6 +884,7 @@ def load(path: str | Path | None = None, overrides: dict | None = None) -> Param
     path = Path(path) if path is not None else project_root() / "params.yaml"
     merged = deep_merge(_complete(path, _read_params(path)), overrides or {})
     try:
+        _load_plugins(merged, path.parent)
         params = from_dict(Params, merged)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None

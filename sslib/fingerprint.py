@@ -30,6 +30,7 @@ EXCLUDED: dict[str, str] = {
     "sslib/notebook.py": "runs a notebook with papermill; the notebook itself is a dependency",
     "sslib/config.py": "types, ranges and messages; the values a run uses are in its settings file",
     "sslib/stages/common.py": "the shell interface and the resume check of output folders",
+    "sslib/registry.py": "maps names to factories; the name a run uses is in its settings, the entry's module is hashed",
     "sslib/fingerprint.py": "this module: it decides what reruns, not what a run computes",
 }
 

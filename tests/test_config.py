@@ -100,7 +100,7 @@ def test_defaults_gives_the_projects_params_or_one_section_with_overrides():
 def test_sections_are_named_after_their_stage_or_shared():
     from sslib.stages import STAGES
 
-    shared = {"data", "synthetic", "superpixels", "augment", "model", "runs", "ssc", "variants"}
+    shared = {"plugins", "data", "synthetic", "superpixels", "augment", "model", "runs", "ssc", "variants"}
     sections = set(config.to_dict(config.defaults()))
     assert sections - shared <= set(STAGES), sections - shared - set(STAGES)
 
