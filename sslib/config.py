@@ -53,7 +53,7 @@ __all__ = [
     "ConfigError", "Params", "DataConfig", "SyntheticConfig", "SuperpixelConfig",
     "AugmentConfig", "ModelConfig", "RunsConfig", "DownstreamConfig", "VariantConfig", "TrainCamConfig",
     "EvalCamConfig", "CRFConfig", "MakeIrLabelsConfig", "TrainIrnConfig", "MakePseudoLabelsConfig", "BecoConfig", "TrainSegConfig", "SegCRFConfig", "EvalSegConfig", "need", "variant_config", "thresholds_from", "load", "defaults", "defaults_path", "from_dict", "to_dict", "project_root", "deep_merge",
-    "Range", "num", "read_yaml", "one_of", "settings_of_each", "chosen",
+    "Range", "num", "read_yaml", "one_of", "settings_of_each", "chosen", "choices",
 ]
 
 
@@ -202,6 +202,19 @@ def chosen(section: Any, field_name: str) -> tuple[Any, Any]:
     entry = _registry(f.metadata["table"]).get(getattr(section, field_name))
     where = f.metadata["settings_field"]
     return entry, (getattr(section, where).get(entry.name) if where else None)
+
+
+def choices(section: Any, skip: tuple[type, ...] = ()) -> list[tuple[Any, str]]:
+    """``[(entry, dotted key), ...]`` that the :func:`one_of` fields of ``section`` and of the
+    sections under it choose (sections of a type in ``skip`` left out)."""
+    out, prefix = [], _section_keys().get(type(section), "")
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if "table" in f.metadata:
+            out.append((_registry(f.metadata["table"]).get(value), f"{prefix}.{f.name}" if prefix else f.name))
+        elif dataclasses.is_dataclass(value) and not isinstance(value, skip):
+            out += choices(value, skip)
+    return out
 
 
 # --------------------------------------------------------------------------- sections

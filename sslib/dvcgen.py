@@ -75,15 +75,19 @@ def entry_points(stage: Stage, root: Path) -> list[Path]:
     return out
 
 
-def watched_files(root: Path) -> list[str]:
+def watched_files(root: Path, params: Params | None = None) -> list[str]:
     """Every file whose edit may change a stage's code fingerprint or settings: the closures of
-    all stages and of the resolve stage itself, and every notebook."""
+    all stages and of the resolve stage itself, every notebook and the ``plugins`` files."""
     files = set(closure([root / "sslib" / "stages" / "resolve.py"], root))
     for stage in REGISTRY:
         files |= set(closure(entry_points(stage, root), root))
         if stage.notebook:
             files.add(root / "notebooks" / f"{stage.notebook}.py")
-    return sorted(f.relative_to(root).as_posix() for f in files)
+    out = {f.relative_to(root).as_posix() for f in files}
+    for f in params.plugins if params is not None else ():
+        path = (root / f).resolve()
+        out.add(path.relative_to(root.resolve()).as_posix() if path.is_relative_to(root.resolve()) else str(path))
+    return sorted(out)
 
 
 def _template_params(params: Params) -> SimpleNamespace:
@@ -155,10 +159,10 @@ def _comment(text: str, indent: str = "  ") -> list[str]:
     return [f"{indent}# {line}" for line in text.splitlines()]
 
 
-def _resolve_stage(root: Path) -> list[str]:
+def _resolve_stage(root: Path, params: Params) -> list[str]:
     return ["  # Each run's settings and each stage's code fingerprint (seconds; reruns on any edit).",
             "  resolve:", "    cmd: python -m sslib.stages.resolve", "    deps:",
-            *(f"      - {f}" for f in watched_files(root)),
+            *(f"      - {f}" for f in watched_files(root, params)),
             "    params:", "      - params.yaml:", "    outs:", f"      - {paths.RESOLVED.as_posix()}:",
             "          cache: false", "          persist: true   # git-tracked: what each run depends on"]
 
@@ -166,7 +170,7 @@ def _resolve_stage(root: Path) -> list[str]:
 def render(params: Params, root: Path) -> dict[str, str]:
     """``{path relative to root: text}`` of every DVC file of the pipeline."""
     out: dict[str, str] = {}
-    body = [*_resolve_stage(root)]
+    body = [*_resolve_stage(root, params)]
     for stage in REGISTRY:
         body.append("")
         if stage.runs:

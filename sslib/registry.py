@@ -48,7 +48,7 @@ from typing import Any, Callable, Mapping
 
 __all__ = ["Entry", "Registry", "UnknownEntry", "BACKBONES", "SEG_BACKBONES", "EXPANSIONS", "LOSS_NETWORKS",
            "REFINERS", "SEG_METHODS", "DATASETS", "TABLES", "table", "load_plugins", "plugin_module_name",
-           "registered_by", "register_backbone", "register_seg_backbone", "register_expansion",
+           "registered_by", "is_plugin", "plugin_code", "register_backbone", "register_seg_backbone", "register_expansion",
            "register_loss_network", "register_refiner", "register_seg_method", "register_dataset"]
 
 
@@ -67,6 +67,8 @@ class Entry:
     settings: type | None = None
     info: Mapping[str, Any] = field(default_factory=dict)
     module: str = ""
+    #: the module of the table's built-in entries (its code is what calls ``factory``)
+    home: str = ""
 
     def get(self, key: str, default: Any = None) -> Any:
         """What the entry declares under ``key`` (``default`` if it declares nothing)."""
@@ -93,7 +95,7 @@ class Registry:
             old = self._entries.get(name)
             if old is not None and old.module != module:
                 raise ValueError(f"{self.kind} {name!r} is registered twice: by {old.module} and by {module}")
-            self._entries[name] = Entry(name, factory, settings, dict(info), module)
+            self._entries[name] = Entry(name, factory, settings, dict(info), module, self.home)
             return factory
         return deco
 
@@ -188,6 +190,24 @@ def load_plugins(files: list[str], root: Path, key: str = "plugins") -> list[str
                 raise
         names.append(name)
     return names
+
+
+def is_plugin(entry: Entry) -> bool:
+    """Whether ``entry`` was registered by a plugin file (not by sslib)."""
+    return entry.module.startswith(PLUGIN_PACKAGE + ".")
+
+
+def plugin_code(entry: Entry, root: Path | None = None) -> dict[str, str]:
+    """``{plugin file: hash of its code}`` for an entry a plugin registered (``{}`` for sslib's own):
+    what a run that uses the entry depends on (the path relative to ``root`` where it lies inside)."""
+    if not is_plugin(entry):
+        return {}
+    from .fingerprint import file_hash
+
+    path = Path(sys.modules[entry.module].__file__).resolve()
+    root = Path(root or Path.cwd()).resolve()
+    rel = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+    return {rel: file_hash(path)}
 
 
 def registered_by(module: str) -> dict[str, list[str]]:

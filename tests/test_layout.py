@@ -128,7 +128,7 @@ def test_each_stage_depends_on_its_notebook_code_fingerprint_and_settings_only(s
 
 def test_resolve_watches_every_file_a_stage_imports():
     deps = DVC["resolve"]["deps"]
-    assert deps == watched_files(ROOT) == sorted(deps)
+    assert deps == watched_files(ROOT, config.load()) == sorted(deps)
     for stage in STAGES:
         for f in fingerprint.closure([ROOT / "sslib" / "stages" / f"{stage}.py"], ROOT):
             assert f.relative_to(ROOT).as_posix() in deps, (stage, f)

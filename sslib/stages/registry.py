@@ -16,9 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..config import Params, to_dict, variant_config
+from ..config import Params, choices, to_dict, variant_config
+from ..registry import plugin_code
 
-__all__ = ["Stage", "REGISTRY", "STAGES", "PER_RUN", "DOWNSTREAM", "BY_NAME", "pick", "drop", "variant_settings",
+__all__ = ["Stage", "REGISTRY", "STAGES", "PER_RUN", "DOWNSTREAM", "BY_NAME", "pick", "drop", "variant_settings", "plugins_of",
            "runs_of"]
 
 RUN = "${item.variant}/seed${item.seed}"  # a run's subfolder in DVC's matrix terms
@@ -55,13 +56,26 @@ def pick(params: Params, *keys: str) -> dict[str, Any]:
 
 def variant_settings(params: Params, variant: str) -> dict[str, Any]:
     """``ssc`` with ``variants.<variant>`` over it, less the keys of what the variant switches off."""
-    v = to_dict(variant_config(params, variant))
+    vc = variant_config(params, variant)
+    v = to_dict(vc)
     off = set()  # what each switch turns off; any other key of ssc stays (a new one reruns every variant)
     if not v["reconstruction"]:
         off |= {"rec_loss", "beta_rec"}
     if not v["alignment"]:
         off |= {"beta_align", "align_threshold", "align_erosion", "warmup_epochs"}
-    return {k: x for k, x in v.items() if k not in off}
+    out = {k: x for k, x in v.items() if k not in off}
+    code = plugins_of(choices(vc))
+    if code:  # entries of plugin files the variant chooses: their code is the variant's, not the stage's
+        out["plugins"] = code
+    return out
+
+
+def plugins_of(chosen: list[tuple[Any, str]]) -> dict[str, str]:
+    """``{plugin file: code hash}`` of the chosen entries (:func:`sslib.config.choices`) that plugins registered."""
+    out: dict[str, str] = {}
+    for entry, _ in chosen:
+        out.update(plugin_code(entry))
+    return out
 
 
 def drop(settings: dict[str, Any], *keys: str) -> dict[str, Any]:

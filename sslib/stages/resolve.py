@@ -23,8 +23,9 @@ from pathlib import Path
 import yaml
 
 from .. import paths
-from ..config import ConfigError, Params
-from ..fingerprint import fingerprint
+from ..config import ConfigError, Params, VariantConfig, choices
+from ..fingerprint import closure, fingerprint, module_file
+from ..registry import plugin_code
 from ..io import write_text
 from . import common
 from .registry import REGISTRY, runs_of
@@ -34,24 +35,39 @@ __all__ = ["resolved", "run", "main"]
 
 def resolved(params: Params, root: Path) -> dict[Path, dict]:
     """``{path: content}`` of every file the stage writes (paths relative to ``root``)."""
-    from ..dvcgen import entry_points
-
     out: dict[Path, dict] = {}
     for stage in REGISTRY:
-        out[paths.resolved_code(stage.name)] = fingerprint(entry_points(stage, root), root)
+        out[paths.resolved_code(stage.name)] = stage_code(params, stage, root)
         variants = dict.fromkeys(v for v, _ in runs_of(params, stage)) if stage.runs else [None]
         for v in variants:
             out[paths.resolved_settings(stage.name, v)] = stage.settings(params, v)
     return out
 
 
-def _check_watched(root: Path) -> None:
+def stage_code(params: Params, stage, root: Path) -> dict[str, str]:
+    """The code a stage runs: the fingerprint of its import closure, and the plugin files whose
+    entries params choose for every run (``model.backbone``, ``make_pseudo_labels.refiner``, ...)
+    where the stage's code calls that table. An entry a variant chooses (``ssc.expansion``) is in
+    that variant's settings instead (:func:`~sslib.stages.registry.variant_settings`)."""
+    from ..dvcgen import entry_points
+
+    entries = entry_points(stage, root)
+    code = fingerprint(entries, root)
+    reach = {f.relative_to(root).as_posix() for f in closure(entries, root)}
+    for entry, key in choices(params, skip=(VariantConfig,)):
+        home = module_file(entry.home, root)
+        if home is not None and home.relative_to(root).as_posix() in reach:
+            code.update(plugin_code(entry, root))
+    return code
+
+
+def _check_watched(root: Path, params: Params) -> None:
     """Stop when dvc.yaml's resolve stage does not watch every file a stage's code imports
     (an import was added): its edits would otherwise rerun nothing."""
     from ..dvcgen import watched_files
 
     declared = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]["resolve"]["deps"]
-    missing = sorted(set(watched_files(root)) - set(declared))
+    missing = sorted(set(watched_files(root, params)) - set(declared))
     if missing:
         raise ConfigError(f"dvc.yaml: the resolve stage does not depend on {missing}, which the stages "
                           "import; run `python -m sslib.dvcgen` to rewrite the DVC files")
@@ -60,7 +76,7 @@ def _check_watched(root: Path) -> None:
 def run(params: Params, root: Path | None = None) -> dict:
     """Write the settings and code files; return ``{"written": [...], "removed": [...]}``."""
     root = Path.cwd() if root is None else root
-    _check_watched(root)
+    _check_watched(root, params)
     files = resolved(params, root)
     written = []
     for rel, content in files.items():
