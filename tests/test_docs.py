@@ -209,3 +209,16 @@ def test_slugs_follow_github():
     assert slugify("The training steps at the paper's sizes") == "the-training-steps-at-the-papers-sizes"
     assert slugify("1. CAM network (`train_cam`)") == "1-cam-network-train_cam"
     assert slugify("Where [results](x.md) land") == "where-results-land"
+
+
+def _bash_blocks(text: str) -> list[str]:
+    return [b.strip() for b in re.findall(r"^```bash\n(.*?)^```", text, re.M | re.S)]
+
+
+def test_readme_commands_are_what_ci_runs():
+    """README's two commands: the first is .ci/run's install (there with -q) then `dvc repro`,
+    the second is .ci/run's test command, character for character."""
+    first, second = _bash_blocks((ROOT / "README.md").read_text(encoding="utf-8"))[:2]
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+          if line.strip() and not line.lstrip().startswith(("#", "set ", "cd "))]
+    assert ci == [first.removesuffix(" && dvc repro").replace("pip install -e", "pip install -q -e"), second]
