@@ -200,7 +200,7 @@ def boundary_to_affinity(boundary: Tensor, radius: int) -> Tensor:
     ``gather``, so autograd keeps an (N, D, h', w') index rather than every path pixel.
     The search keeps the first maximum's position along the path in uint8 (one byte a pair,
     updated with ``maximum``), which made IRN's VOC-size training step about 10 % faster on
-    the CPU than an int64 window index updated with ``where`` (README, Measured).
+    the CPU than an int64 window index updated with ``where`` (docs/measurements.md).
     """
     flat = boundary.dim() == 2
     b = boundary[None, None] if flat else boundary

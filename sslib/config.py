@@ -9,7 +9,7 @@ the schema free of defaults. Adding a key: one field here, one line in params.ya
 :func:`load` reads a params file and checks every key, type and range. A wrong type, an
 unknown key, a missing key or a value out of range raises :class:`ConfigError` naming the
 dotted key, e.g. ``superpixels.slic.n_segment: unknown key``,
-``train.momentum: must lie in [0, 1), got -1.0`` or ``train_cam.lr: missing key; ...``.
+``train_cam.momentum: must lie in [0, 1), got -1.0`` or ``train_cam.lr: missing key; ...``.
 
 How a partial file is completed: the project's own params.yaml (:func:`defaults_path`, the
 one of the project sslib lives in) is loaded as it is and must give every key a value. Any
@@ -132,7 +132,7 @@ def num(*, ge: float | None = None, gt: float | None = None, le: float | None = 
     """A dataclass field for a number (or a list of numbers) with its allowed range; no default.
 
     For a list the range applies to each element. :func:`from_dict` checks it and names
-    the key, e.g. ``train.decoder_betas[0]: must lie in [0, 1), got 1.5``.
+    the key, e.g. ``train_cam.decoder_betas[0]: must lie in [0, 1), got 1.5``.
     """
     return field(metadata={"range": Range(ge=ge, gt=gt, le=le, lt=lt, multiple_of=multiple_of)})
 

@@ -8,7 +8,7 @@ Library modules never build output paths; stages, notebooks, tests and ``dvc.yam
 ``eval_cam.out_dir``, ``make_ir_labels.out_dir``, ``train_irn.out_dir``,
 ``make_pseudo_labels.out_dir``), because ``dvc.yaml`` interpolates them. What goes to git
 (metrics, plots, tables, figures) lives under the fixed :data:`REPORTS` root, which
-DVC's ``metrics``/``plots`` entries and the README name. A per-run stage (``train_cam``,
+DVC's ``metrics``/``plots`` entries and the docs name. A per-run stage (``train_cam``,
 ``eval_cam``, ``make_ir_labels``, ``train_irn``, ``make_pseudo_labels``) writes ``<variant>/seed<seed>/`` under each of its folders, and its executed
 notebook to ``reports/notebooks/<stage>/<variant>-seed<seed>.ipynb``.
 

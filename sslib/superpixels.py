@@ -116,7 +116,7 @@ def merge_regions(ids: np.ndarray, image: np.ndarray, max_regions: int) -> np.nd
     their region's mean, so small and similar regions go first (ties: the first pair in
     (a, b) order of the adjacency list).
     This is how the ``voc`` / ``coco`` presets bound Felzenszwalb's regions at 64, the
-    size of the official SSC superpixel set (README).
+    size of the official SSC superpixel set (docs/method.md).
 
     Args:
         ids: (H, W) int ids ``0..K-1``, every id present; image: (H, W, 3) uint8 RGB.

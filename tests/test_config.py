@@ -263,7 +263,7 @@ def test_make_ir_labels_defaults_are_ssc_and_irn():
 
     params = config.load(ROOT / "params.yaml")
     c = params.make_ir_labels
-    assert (c.fg_threshold, c.bg_threshold) == (0.80, 0.50)  # the synthetic default's broad CAMs (README)
+    assert (c.fg_threshold, c.bg_threshold) == (0.80, 0.50)  # the synthetic default's broad CAMs (docs/method.md)
     assert crf_params(params) == CRFParams()  # IRN's dense CRF
     for preset in ("voc", "coco"):  # the paper's: IRN's foreground plane, SSC's background plane (IRN: 0.05)
         raw = config.read_yaml((ROOT / "presets" / f"{preset}.yaml").read_text())

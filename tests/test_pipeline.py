@@ -139,13 +139,13 @@ def test_failed_stage_keeps_the_git_tracked_results(repo):
 
 def test_checkout_on_a_clone_with_allow_missing(repo):
     """data.dvc is the empty slot for VOC/COCO, never in a clone's cache: plain `dvc checkout`
-    fails on it (exit 255), `dvc checkout --allow-missing` (README) succeeds."""
+    fails on it (exit 255), `dvc checkout --allow-missing` (docs/troubleshooting.md) succeeds."""
     assert _dvc(repo, "checkout", check=False).returncode != 0
     _dvc(repo, "checkout", "--allow-missing")
 
 
 def test_notebook_run_by_hand_writes_to_scratch(repo, tmp_path):
-    """The user's probe: README's papermill example with other superpixels. It must not
+    """The user's probe: docs/pipeline.md's papermill example with other superpixels. It must not
     replace the pipeline's maps: its outputs go under scratch/, and no stage becomes changed."""
     before = _files(repo / "artifacts/superpixels")
     r = subprocess.run([sys.executable, "-m", "papermill", "notebooks/01_superpixels.ipynb",

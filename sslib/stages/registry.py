@@ -114,7 +114,7 @@ def _train_cam(params: Params, variant: str | None) -> dict[str, Any]:
 
 
 def _train_irn(params: Params, variant: str | None) -> dict[str, Any]:
-    """The boundary branch on the CAM network's backbone (built from model.backbone and its weights)."""
+    """The boundary branch on an ImageNet backbone of the CAM network's kind (model.backbone and its weights)."""
     out = pick(params, "data", "model", "runs.devices", "make_ir_labels.out_dir", "train_irn")
     return drop(out, "model.frozen_stages", "model.bn_eval", "model.decoder_width", "model.loss_network",
                 "model.vgg_weights")

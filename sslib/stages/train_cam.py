@@ -111,7 +111,7 @@ def _build(params: Params, v: VariantConfig, num_classes: int, device: torch.dev
     t, m = params.train_cam, params.model
     net = CAMNet(num_classes, backbone=m.backbone, drs_delta=v.drs_delta, weights=m.backbone_weights,
                  frozen_stages=m.frozen_stages, bn_eval=m.bn_eval)
-    net = net.to(device, memory_format=torch.channels_last)  # 30 % faster CPU step (README, speed)
+    net = net.to(device, memory_format=torch.channels_last)  # 30 % faster CPU step (docs/measurements.md)
     backbone, classifier = net.param_groups()
     opt = torch.optim.SGD([
         {"params": backbone, "lr": t.lr, "base_lr": t.lr},

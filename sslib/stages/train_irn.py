@@ -7,8 +7,9 @@ One run, top to bottom (IRN's ``step/train_irn.py`` without the displacement bra
    one when it is first drawn, with :class:`sslib.io.DataError` naming it), augmented as IRN does
    (:class:`sslib.data.ScaleCropTransform`: rescale by ``train_irn.scale_range``, flip,
    ``crop_size`` crop) and the label downscaled x0.25 (nearest) to the boundary grid;
-2. model: :class:`sslib.models.BoundaryNet` on the CAM network's backbone
-   (``model.backbone`` with ``model.backbone_weights``), frozen, fixed statistics; only
+2. model: :class:`sslib.models.BoundaryNet` on a backbone of the CAM network's architecture
+   with ImageNet weights (``model.backbone`` with ``model.backbone_weights``, not the trained
+   CAM network's weights, as IRN), frozen, fixed statistics; only
    the edge branch trains;
 3. optimiser: SGD on the edge branch with ``lr``, ``weight_decay``, ``momentum`` and the
    poly schedule (IRN's PolyOptimizer; see ``train_irn.momentum`` in params.yaml);
@@ -96,7 +97,7 @@ def _build(params: Params, device: torch.device) -> tuple[torch.nn.Module, torch
 
     t = params.train_irn
     net = BoundaryNet(backbone=params.model.backbone, weights=params.model.backbone_weights)
-    net = net.to(device, memory_format=torch.channels_last)  # 39 % faster CPU step (README, speed)
+    net = net.to(device, memory_format=torch.channels_last)  # 39 % faster CPU step (docs/measurements.md)
     _, head = net.param_groups()
     opt = torch.optim.SGD([{"params": head, "lr": t.lr, "base_lr": t.lr}], lr=t.lr, momentum=t.momentum,
                           weight_decay=t.weight_decay)
