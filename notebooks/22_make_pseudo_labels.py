@@ -1,11 +1,12 @@
 # %% [markdown]
 # # Pseudo labels and confidence masks (one downstream run)
 #
-# IRN's random walk and BECO's confidence masks for one variant and seed of
-# `runs.downstream`: every train image's boundary map (the `train_irn` network, image and
-# flip), the run's stride-4 CAMs walked on it (`make_pseudo_labels.radius`, `beta`,
-# `exp_times`), upsampled, normalised by the maximum, against a constant background
-# score `bg_threshold`: the pseudo label; then the `mask_ratio` most confident share of
+# The chosen refiner (`make_pseudo_labels.refiner`) and BECO's confidence masks for one
+# variant and seed of `runs.downstream`. The default `random_walk` (IRN): every train
+# image's boundary map (the `train_irn` network, image and flip), the run's stride-4 CAMs
+# walked on it (`make_pseudo_labels.refiners.random_walk.radius`, `beta`, `exp_times`),
+# upsampled, normalised by the maximum, against a constant background score
+# `bg_threshold`: the pseudo label (`cams`: the same without the walk); then the `mask_ratio` most confident share of
 # each label's pixels (top-1 minus top-2 score): the confidence mask. Labels and masks are
 # PNGs; their quality against the ground truth goes to the stage's metrics.json. See
 # `sslib/stages/make_pseudo_labels.py`.

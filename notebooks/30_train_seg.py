@@ -4,7 +4,7 @@
 # DeepLabV2 (the sum of four dilated 3x3 convolutions on a dilated backbone, `train_seg.backbone`
 # with ImageNet weights) on one downstream run's pseudo labels (the `make_pseudo_labels`
 # stage). `train_seg.method: ce`: cross-entropy, only inside BECO's confidence mask with
-# `confidence: true`; `beco`: BECO's two co-trained networks (ClassMix, online labels, the
+# `methods.ce.confidence: true`; `beco`: BECO's two co-trained networks (ClassMix, online labels, the
 # boundary band, cross supervision on the unconfident pixels). The `train_seg` stage runs
 # this notebook once per variant and seed of `runs.downstream`; see
 # `sslib/stages/train_seg.py`, `sslib/beco.py` and `sslib/training.py` (the loop it shares

@@ -52,7 +52,7 @@ import yaml
 __all__ = [
     "ConfigError", "Params", "DataConfig", "SyntheticConfig", "SuperpixelConfig",
     "AugmentConfig", "ModelConfig", "RunsConfig", "DownstreamConfig", "VariantConfig", "TrainCamConfig",
-    "EvalCamConfig", "CRFConfig", "MakeIrLabelsConfig", "TrainIrnConfig", "MakePseudoLabelsConfig", "BecoConfig", "TrainSegConfig", "SegCRFConfig", "EvalSegConfig", "need", "variant_config", "thresholds_from", "load", "defaults", "defaults_path", "from_dict", "to_dict", "project_root", "deep_merge",
+    "EvalCamConfig", "CRFConfig", "MakeIrLabelsConfig", "TrainIrnConfig", "MakePseudoLabelsConfig", "TrainSegConfig", "SegCRFConfig", "EvalSegConfig", "need", "variant_config", "thresholds_from", "load", "defaults", "defaults_path", "from_dict", "to_dict", "project_root", "deep_merge",
     "Range", "num", "read_yaml", "one_of", "settings_of_each", "chosen", "choices",
 ]
 
@@ -225,7 +225,7 @@ def choices(section: Any, skip: tuple[type, ...] = ()) -> list[tuple[Any, str]]:
 class DataConfig:
     """Which data set the pipeline reads, and where it lives (read by every stage)."""
 
-    dataset: Literal["synthetic", "voc", "coco"]
+    dataset: str = one_of("datasets")
     root: str
     sbd_root: str
     prepared_dir: str
@@ -233,7 +233,10 @@ class DataConfig:
     val_split: str
 
     def check(self) -> None:
-        need(self.sbd_root == "" or self.dataset == "voc", "data.sbd_root", "is only used with data.dataset = voc")
+        if self.sbd_root and not _registry("datasets").get(self.dataset).get("uses_sbd", False):
+            table = _registry("datasets")
+            users = [n for n in table.names() if table.get(n).get("uses_sbd", False)]
+            raise ConfigError(f"data.sbd_root: is only used with data.dataset = {' | '.join(users)}")
 
 
 @dataclass
@@ -499,29 +502,15 @@ class TrainIrnConfig:
 
 @dataclass
 class MakePseudoLabelsConfig:
-    """IRN's random walk of each downstream run's stride-4 train CAMs on its boundary map,
-    then BECO's confidence masks (``make_pseudo_labels`` stage;
-    :func:`sslib.affinity.random_walk`, :func:`sslib.pseudo_labels.confidence_mask`)."""
+    """Each downstream run's stride-4 train CAMs made into pseudo labels by the chosen refiner
+    (IRN's random walk on the boundary map by default; :mod:`sslib.refiners`), then BECO's
+    confidence masks (``make_pseudo_labels`` stage; :func:`sslib.pseudo_labels.confidence_mask`)."""
 
     out_dir: str
-    radius: int = num(ge=2)
-    beta: float = num(gt=0)
-    exp_times: int = num(ge=0)
-    bg_threshold: float = num(gt=0, lt=1)
+    refiner: str = one_of("refiners", settings="refiners")
+    #: refiner name -> its settings (:data:`sslib.registry.REFINERS`)
+    refiners: dict[str, Any] = settings_of_each("refiners")
     mask_ratio: float = num(ge=0, le=1)
-    pad_to: int = num(ge=0)
-
-
-@dataclass
-class BecoConfig:
-    """BECO's co-training (``train_seg.method: beco``; :mod:`sslib.beco`), its config's values."""
-
-    warm_up_epochs: int = num(ge=0)
-    mix_prob: float = num(ge=0, le=1)
-    ignore_bg: bool
-    boundary_size: int = num(ge=1)
-    boundary_weight: float = num(ge=0)
-    online_threshold: float = num(gt=0, lt=1)
 
 
 @dataclass
@@ -530,8 +519,9 @@ class TrainSegConfig:
     :class:`sslib.models.DeepLabV2`)."""
 
     out_dir: str
-    method: Literal["ce", "beco"]
-    confidence: bool
+    method: str = one_of("seg_methods", settings="methods")
+    #: method name -> its settings (:data:`sslib.registry.SEG_METHODS`)
+    methods: dict[str, Any] = settings_of_each("seg_methods")
     backbone: Literal["resnet101", "efficientnet_lite0"]
     backbone_weights: str
     output_stride: int = num(ge=8, le=16, multiple_of=8)
@@ -546,7 +536,6 @@ class TrainSegConfig:
     scale_range: list[float] = num(gt=0)
     hflip: bool
     crop_size: int = num(ge=16, multiple_of=8)
-    beco: BecoConfig
     num_workers: int = num(ge=0)
     amp: bool
     stop_on_nonfinite: bool
@@ -555,8 +544,10 @@ class TrainSegConfig:
         need(len(self.scale_range) == 2 and self.scale_range[0] <= self.scale_range[1],
              "train_seg.scale_range", "need [lo, hi] with 0 < lo <= hi")
         need(self.min_lr < self.lr, "train_seg.min_lr", f"must be below train_seg.lr ({self.lr})")
-        need(self.method != "beco" or self.batch_size % 2 == 0, "train_seg.batch_size",
-             f"BECO mixes images in pairs: need an even batch, got {self.batch_size}")
+        multiple = chosen(self, "method")[0].get("batch_multiple", 1)
+        need(self.batch_size % multiple == 0, "train_seg.batch_size",
+             f"the segmentation method {self.method!r} needs a batch that is a multiple of {multiple}, "
+             f"got {self.batch_size}")
         need(self.backbone_weights != "packaged" or self.backbone == "efficientnet_lite0",
              "train_seg.backbone_weights",
              f"packaged weights exist for efficientnet_lite0 only; {self.backbone} needs a torchvision "
@@ -621,9 +612,9 @@ class Params:
     def check(self) -> None:
         """Rules between sections (each section checked itself already)."""
         d, s = self.data, self.synthetic
-        if d.dataset == "synthetic":
+        if _registry("datasets").get(d.dataset).get("generated", False):
             need(Path(d.root) == Path(s.out_dir), "data.root",
-                 f"with data.dataset = synthetic it must equal synthetic.out_dir ({s.out_dir!r}), got {d.root!r}")
+                 f"with data.dataset = {d.dataset} it must equal synthetic.out_dir ({s.out_dir!r}), got {d.root!r}")
         for name in self.runs.variants:
             need(name in self.variants, "runs.variants", f"{name!r} is not defined under variants")
         for name in self.variants:

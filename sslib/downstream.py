@@ -75,13 +75,15 @@ def runs_frame(variants: Sequence[str], seeds: Sequence[int], split: str, roots:
 
     Args:
         split: the train split's name (all three stages measure it).
-        roots: stage -> its reports folder (``eval_cam``, ``make_ir_labels``, ``make_pseudo_labels``).
+        roots: stage -> its reports folder (``eval_cam``, ``make_ir_labels``, ``make_pseudo_labels``;
+            without ``make_ir_labels`` the IR-label columns are NaN).
     """
     rows = []
     for v in variants:
         for s in seeds:
             cam = _read(roots["eval_cam"], "eval_cam", v, s, split)["best"]
-            ir = _read(roots["make_ir_labels"], "make_ir_labels", v, s, split)
+            ir = (_read(roots["make_ir_labels"], "make_ir_labels", v, s, split) if "make_ir_labels" in roots
+                  else {"precision": float("nan"), "coverage": float("nan")})  # no IR labels (refiner cams)
             pl = _read(roots["make_pseudo_labels"], "make_pseudo_labels", v, s, split)
             rows.append({"variant": v, "seed": s, "cam_miou": _num(cam["miou"]),
                          "ir_precision": _num(ir["precision"]), "ir_coverage": _num(ir["coverage"]),

@@ -7,6 +7,11 @@ the stages, their order and comments come from :mod:`sslib.stages.registry`, the
 from :func:`sslib.paths.stage_outputs`, and the code files the ``resolve`` stage watches from
 the import closure of every stage (:mod:`sslib.fingerprint`).
 
+Only the stages the params need are written (:meth:`sslib.stages.registry.Stage.needed`:
+with a refiner that needs no boundary network there is no ``make_ir_labels`` or
+``train_irn``), so after changing such a choice the files must be written again; the
+``resolve`` stage stops until they are.
+
 Every stage depends on its notebook, ``pipeline/resolved/<stage>/code.json`` (the fingerprint
 of the code it runs) and its settings file there, which the ``resolve`` stage writes; see
 :mod:`sslib.stages.resolve`.
@@ -21,7 +26,7 @@ from types import SimpleNamespace
 from . import paths
 from .config import Params, load, project_root
 from .fingerprint import closure
-from .stages.registry import REGISTRY, Stage
+from .stages.registry import REGISTRY, Stage, needed_stages
 
 __all__ = ["entry_points", "watched_files", "render", "stale", "write", "main"]
 
@@ -134,11 +139,11 @@ def _outputs(stage: Stage, params: Params) -> dict[str, list[str]]:
     return groups
 
 
-def _deps(stage: Stage) -> list[str]:
+def _deps(stage: Stage, params: Params) -> list[str]:
     deps = [f"notebooks/{stage.notebook}.py"] if stage.notebook else []
     deps.append(paths.resolved_code(stage.name).as_posix())
     deps.append(paths.resolved_settings(stage.name, ITEM["variant"] if stage.runs else None).as_posix())
-    return deps + list(stage.reads)
+    return deps + list(stage.reads_for(params))
 
 
 def _stage_body(stage: Stage, params: Params) -> list[str]:
@@ -148,7 +153,7 @@ def _stage_body(stage: Stage, params: Params) -> list[str]:
                   f"      seed: ${{{stage.runs}.seeds}}"]
     cmd = _cmd(stage)
     lines += [f"    cmd: {cmd[0]}"] if len(cmd) == 1 else ["    cmd: >-", *(f"      {c}" for c in cmd)]
-    lines += ["    deps:", *(f"      - {d}" for d in _deps(stage))]
+    lines += ["    deps:", *(f"      - {d}" for d in _deps(stage, params))]
     for kind, entries in _outputs(stage, params).items():
         if entries:
             lines += [f"    {kind}:", *entries]
@@ -171,7 +176,7 @@ def render(params: Params, root: Path) -> dict[str, str]:
     """``{path relative to root: text}`` of every DVC file of the pipeline."""
     out: dict[str, str] = {}
     body = [*_resolve_stage(root, params)]
-    for stage in REGISTRY:
+    for stage in needed_stages(params):
         body.append("")
         if stage.runs:
             body += _comment(stage.doc) + [f"  # {stage.name} (per run): pipeline/{stage.name}/dvc.yaml"]

@@ -185,7 +185,7 @@ def seg_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
 
     Without a mask: the mean cross-entropy over the non-ignored pixels
     (``F.cross_entropy(ignore_index=255)``). With a mask: the mean over the pixels that
-    are kept and not ignored, 0 when there is none. ``train_seg.confidence: true``
+    are kept and not ignored, 0 when there is none. ``train_seg.methods.ce.confidence: true``
     ignores the pixels outside BECO's confidence mask this way.
     """
     if mask is None:

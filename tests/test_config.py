@@ -269,6 +269,6 @@ def test_make_ir_labels_defaults_are_ssc_and_irn():
         raw = config.read_yaml((ROOT / "presets" / f"{preset}.yaml").read_text())
         assert raw["make_ir_labels"] == {"fg_threshold": 0.30, "bg_threshold": 0.10}
         assert raw["train_irn"]["epochs"] == 3 and raw["train_irn"]["crop_size"] == 512
-        walk = raw["make_pseudo_labels"]  # IRN's random walk and background score
+        walk = raw["make_pseudo_labels"]["refiners"]["random_walk"]  # IRN's random walk and background score
         assert (walk["exp_times"], walk["bg_threshold"], walk["pad_to"]) == (8, 0.25, 512)
     assert (params.runs.downstream.variants, params.runs.downstream.seeds) == (["baseline", "ssc"], [0, 1, 2])

@@ -32,7 +32,7 @@ TINY = {
     "synthetic": {"n_train": 3, "n_val": 1, "image_size": 32, "max_objects": 2},
     "model": {"backbone": "efficientnet_lite0", "backbone_weights": "none"},
     "runs": {"variants": ["ssc"], "seeds": [0], "downstream": {"variants": ["ssc"], "seeds": [0]}},
-    "make_pseudo_labels": {"exp_times": 2, "radius": 3},
+    "make_pseudo_labels": {"refiners": {"random_walk": {"exp_times": 2, "radius": 3}}},
 }
 RUN = ("ssc", 0)
 RANDOM_INIT = ".*means random initialisation"
@@ -205,7 +205,7 @@ def test_one_label_and_one_mask_per_image_with_the_expected_values(in_project, m
 
 def test_one_image_equals_the_library_steps_recomputed(in_project, made):
     params = config.load(in_project / "params.yaml")
-    cfg = params.make_pseudo_labels
+    cfg = params.make_pseudo_labels.refiners["random_walk"]
     split = params.data.train_split
     ds = build_dataset(params.data, split, transform=EvalTransform(), with_mask=False)
     net = load_boundary_net(paths.irn_model(params, *RUN))
@@ -274,8 +274,8 @@ def test_changed_settings_remake_every_file(in_project, made):
     stage.make_pseudo_labels(params, *RUN, progress=False)
     n = _timings()["made"]
     meta = paths.pseudo_label_dir(params, *RUN) / "meta.json"
-    assert json.loads(meta.read_text())["bg_threshold"] == params.make_pseudo_labels.bg_threshold == 0.75
-    changed = config.load(_write_params(in_project, {"make_pseudo_labels": {**out, "bg_threshold": 0.9}}))
+    assert json.loads(meta.read_text())["bg_threshold"] == params.make_pseudo_labels.refiners["random_walk"].bg_threshold == 0.75
+    changed = config.load(_write_params(in_project, {"make_pseudo_labels": {**out, "refiners": {"random_walk": {"bg_threshold": 0.9}}}}))
     m = stage.make_pseudo_labels(changed, *RUN, progress=False)
     assert (_timings()["made"], _timings()["kept"]) == (n, 0) and json.loads(meta.read_text())["bg_threshold"] == 0.9
     assert _outputs(changed, *RUN) != made["outputs"]

@@ -24,13 +24,14 @@ from sslib.io import DataError
 from sslib.formats import IGNORE_INDEX
 from sslib.models import WeightsError, load_seg_nets
 from sslib.pseudo_labels import save_confidence_mask
+from sslib import seg_methods
 from sslib.stages import eval_seg, train_seg
 
 TINY = {
     "synthetic": {"n_train": 4, "n_val": 2, "image_size": 32, "max_objects": 2},
     "runs": {"variants": ["ssc"], "seeds": [0], "downstream": {"variants": ["ssc"], "seeds": [0]}},
     "train_seg": {"backbone_weights": "none", "epochs": 2, "batch_size": 2, "crop_size": 32, "scale_range": [0.9, 1.1],
-                  "beco": {"warm_up_epochs": 1}},
+                  "methods": {"beco": {"warm_up_epochs": 1}}},
     "eval_seg": {"scales": [1.0, 1.5], "crf": False, "workers": 1},
 }
 RUN = ("ssc", 0)
@@ -149,13 +150,13 @@ def test_the_ce_step_ignores_exactly_the_unconfident_pixels():
             return contextlib.nullcontext()
 
     batch = {"image": image, "pseudo_label": label, "confidence": conf}
-    loss, parts = train_seg._ce_step(True)(batch, Ctx)
+    loss, parts = seg_methods.ce(seg_methods.CESettings(confidence=True), 0)(batch, Ctx)
     logp = torch.log_softmax(net(image), 1)
     keep = (conf == 1) & (label != IGNORE_INDEX)
     nll = -logp.gather(1, label.clamp(max=3)[:, None])[:, 0]
     assert loss.item() == pytest.approx(nll[keep].mean().item(), rel=1e-5)
     assert parts.shape == (1,)
-    plain, _ = train_seg._ce_step(False)(batch, Ctx)
+    plain, _ = seg_methods.ce(seg_methods.CESettings(confidence=False), 0)(batch, Ctx)
     assert plain.item() == pytest.approx(nll[label != IGNORE_INDEX].mean().item(), rel=1e-5)
 
 
@@ -171,14 +172,14 @@ def test_an_interrupted_run_resumes_to_the_same_weights(in_project, trained):
 
 def test_beco_trains_two_networks_with_its_four_losses(in_project):
     params = _params(in_project, {"train_seg": {"method": "beco", "out_dir": "artifacts/seg_beco",
-                                                "beco": {"mix_prob": 1.0, "online_threshold": 0.2}}})
+                                                "methods": {"beco": {"mix_prob": 1.0, "online_threshold": 0.2}}}})
     m = train_seg.train_seg(params, *RUN, progress=False)
     assert set(m["final"]) == {"loss", "ce1", "ce2", "cot1", "cot2"} and np.isfinite(m["final"]["loss"])
     assert m["final"]["loss"] == pytest.approx(sum(m["final"][k] for k in ("ce1", "ce2", "cot1", "cot2")), rel=1e-4)
     assert len(load_seg_nets(paths.seg_model(params, *RUN))) == 2
     # a resumed BECO run (random mixing drawn per step) ends as the uninterrupted one
     p2 = _params(in_project, {"train_seg": {"method": "beco", "out_dir": "artifacts/seg_beco2",
-                                            "beco": {"mix_prob": 1.0, "online_threshold": 0.2}}})
+                                            "methods": {"beco": {"mix_prob": 1.0, "online_threshold": 0.2}}}})
     train_seg.train_seg(p2, *RUN, progress=False, stop_after_epochs=1)
     train_seg.train_seg(p2, *RUN, progress=False)
     a = torch.load(paths.seg_model(params, *RUN), weights_only=True)["nets"]

@@ -151,7 +151,7 @@ def _missing(names: Sequence[str], where: str, expected: Callable[[str], str]) -
     return DataError(f"{where}: {len(names)} listed image(s) have no mask: {shown}{more}")
 
 
-def _plan_voc(data_cfg: DataConfig, classes: tuple[str, ...]) -> _Plan:
+def plan_voc(data_cfg: DataConfig, classes: tuple[str, ...]) -> _Plan:
     root, prepared = Path(data_cfg.root), Path(data_cfg.prepared_dir)
     sets = root / "ImageSets" / "Segmentation"
     image_dir = root / voc.IMAGE_DIR
@@ -217,7 +217,7 @@ def _plan_voc(data_cfg: DataConfig, classes: tuple[str, ...]) -> _Plan:
     return _Plan(classes, lists, tasks, aug_names)
 
 
-def _plan_coco(data_cfg: DataConfig, progress: bool = True, workers: int | None = None) -> _Plan:
+def plan_coco(data_cfg: DataConfig, progress: bool = True, workers: int | None = None) -> _Plan:
     """COCO's lists and masks; from ``annotations/instances_<subset>.json`` where the data has
     none (lists ``train`` / ``val`` of every image in the file, masks made under
     ``<prepared_dir>/SegmentationClass/<subset>`` by :mod:`sslib.data.coco_masks`)."""
@@ -318,15 +318,13 @@ def prepare(data_cfg: DataConfig, progress: bool = True, *, workers: int | None 
         (+ ``"train_aug_sources": {"voc_png": n, "sbd_mat": n}`` when train_aug was built);
         also written to ``<prepared_dir>/summary.json``.
     """
-    if data_cfg.dataset == "coco":
-        plan = _plan_coco(data_cfg, progress, workers)
-    elif data_cfg.dataset in ("voc", "synthetic"):
-        classes = voc.VOC_CLASSES if data_cfg.dataset == "voc" else voc.synthetic_classes(data_cfg.root)
-        if data_cfg.dataset == "synthetic" and data_cfg.sbd_root:
-            raise ConfigError("data.sbd_root is only used with data.dataset = voc")
-        plan = _plan_voc(data_cfg, classes)
-    else:
-        raise ConfigError(f"data.dataset: unknown data set {data_cfg.dataset!r}")
+    from . import DATASETS, dataset_entry
+
+    entry = dataset_entry(data_cfg)
+    if data_cfg.sbd_root and not entry.get("uses_sbd", False):
+        users = [n for n in DATASETS.names() if DATASETS.get(n).get("uses_sbd", False)]
+        raise ConfigError(f"data.sbd_root is only used with data.dataset = {' | '.join(users)}")
+    plan = entry.get("prepare")(data_cfg, progress, workers)
 
     prepared = Path(data_cfg.prepared_dir)
     remove_stale_temps(prepared, recursive=True)  # what a killed run left

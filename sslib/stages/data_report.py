@@ -86,9 +86,10 @@ def superpixel_meta(params: Params) -> dict | None:
 def synthetic_meta(params: Params) -> dict | None:
     """The synthetic set's ``meta.json`` (:func:`sslib.data.synthetic.read_meta`); None for
     another data set."""
-    if params.data.dataset != "synthetic":
+    from ..data import dataset_entry, synthetic as syn
+
+    if not dataset_entry(params.data).get("generated", False):
         return None
-    from ..data import synthetic as syn
 
     return syn.read_meta(params.data.root)
 

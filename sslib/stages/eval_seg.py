@@ -2,8 +2,9 @@
 
 One run, top to bottom (BECO's ``test.py`` with its multi-scale ``test_step``):
 
-1. model: the run's :func:`sslib.models.load_seg_nets` (one network, or BECO's two whose
-   logits are averaged);
+1. model: the run's :func:`sslib.models.load_seg_nets`, of which the networks the
+   segmentation method declares (``inference_nets``, :mod:`sslib.seg_methods`; all of
+   them: one for ``ce``, BECO's two) have their logits averaged;
 2. for every val image: the logits at ``eval_seg.scales`` (and flipped with ``flip``),
    each resized to the image and fused pixel-wise (``fusion``: max, BECO's, or mean;
    :func:`sslib.inference.multiscale_logits`); the prediction is their argmax;
@@ -40,7 +41,7 @@ from ..formats import save_png, voc_palette
 from ..pool import cpu_workers, executor
 from . import common
 
-__all__ = ["run", "eval_seg", "segment", "fused_logits"]
+__all__ = ["run", "eval_seg", "segment", "fused_logits", "inference_nets"]
 
 
 def fused_logits(nets: list[torch.nn.Module], image: torch.Tensor, cfg) -> torch.Tensor:
@@ -52,6 +53,13 @@ def fused_logits(nets: list[torch.nn.Module], image: torch.Tensor, cfg) -> torch
 
     with torch.no_grad():
         return multiscale_logits(forward, image, tuple(cfg.scales), fusion=cfg.fusion, flip=cfg.flip)
+
+
+def inference_nets(params: Params, nets: list[torch.nn.Module]) -> list[torch.nn.Module]:
+    """The trained networks whose logits are averaged: the method's ``inference_nets`` (None: all)."""
+    from ..seg_methods import inference_nets as which
+
+    return which(params.train_seg.method, nets)
 
 
 def _crf_image(image: np.ndarray, which: str) -> np.ndarray:
@@ -154,7 +162,7 @@ def eval_seg(params: Params, variant: str, seed: int, *, progress: bool = True) 
         raise ImportError(f"eval_seg.crf is on but the dense CRF is not installed: {INSTALL_HINT} "
                           "(or set eval_seg.crf: false)")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    nets = load_seg_nets(paths.seg_model(params, variant, seed), device)
+    nets = inference_nets(params, load_seg_nets(paths.seg_model(params, variant, seed), device))
     classes = ("background", *dataset_classes(params.data))
     split = params.data.val_split
     ds = build_dataset(params.data, split)

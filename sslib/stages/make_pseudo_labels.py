@@ -1,18 +1,22 @@
 """Make the pseudo labels and confidence masks of one downstream run (the ``make_pseudo_labels`` stage).
 
-IRN's ``make_sem_seg_labels`` followed by BECO's ``gen_mask``, for every image of
-``data.train_split``:
+The chosen refiner (``make_pseudo_labels.refiner``, an entry of
+:data:`sslib.registry.REFINERS`, :mod:`sslib.refiners`) followed by BECO's ``gen_mask``, for
+every image of ``data.train_split``:
 
-1. the boundary map of the image at stride 4 from the run's trained boundary network
-   (``train_irn``'s ``model.pt``; missing: :class:`sslib.io.DataError` naming it), averaged
-   with that of the flipped image (:meth:`sslib.models.BoundaryNet.boundary`);
-2. the run's stride-4 CAMs of the present classes (the ``eval_cam`` stage's file; a
-   missing, corrupt or mis-labelled one stops the stage naming it) walked on it
-   (:func:`sslib.affinity.random_walk` with ``make_pseudo_labels.radius``, ``beta``,
-   ``exp_times``);
-3. upsampled, normalised by the global maximum, a constant ``bg_threshold`` background
-   plane prepended, argmax: the pseudo label (:func:`sslib.affinity.walk_to_labels`);
-4. BECO's confidence mask of it (:func:`sslib.pseudo_labels.confidence_mask`, ratio
+1. the run's stride-4 CAMs of the present classes (the ``eval_cam`` stage's file; a
+   missing, corrupt or mis-labelled one stops the stage naming it);
+2. the refiner's scores and pseudo label of them, with its settings
+   (``make_pseudo_labels.refiners.<refiner>``). The default ``random_walk`` is IRN's
+   ``make_sem_seg_labels``: the boundary map of the image at stride 4 from the run's trained
+   boundary network (``train_irn``'s ``model.pt``; missing: :class:`sslib.io.DataError`
+   naming it), averaged with that of the flipped image, the CAMs walked on it
+   (:func:`sslib.affinity.random_walk`), upsampled, normalised by the global maximum, a
+   constant ``bg_threshold`` background plane prepended, argmax
+   (:func:`sslib.affinity.walk_to_labels`). A refiner that declares no
+   ``needs_boundary_net`` (``cams``) needs no boundary network, and then ``make_ir_labels``
+   and ``train_irn`` do not run at all;
+3. BECO's confidence mask of it (:func:`sslib.pseudo_labels.confidence_mask`, ratio
    ``mask_ratio``): the most confident half of each label's pixels.
 
 The label goes to :func:`sslib.paths.pseudo_label_file` (8-bit VOC-palette PNG of class
@@ -27,7 +31,7 @@ and coverage; written to :func:`sslib.paths.pseudo_label_reports` ``metrics.json
 **Resumable.** An image whose label and mask both exist and read back at its size is
 skipped, so an interrupted run continues where it stopped (also under ``dvc repro``: the
 folder is a ``persist`` output). ``meta.json`` keeps the
-settings, the boundary network's digest and a stamp of the CAM files (names, sizes and
+settings, the boundary network's digest (when the refiner uses one) and a stamp of the CAM files (names, sizes and
 modification times); when any changed, nothing is kept. **Sharded.** Under torchrun (``runs.devices > 1``) rank r makes images r, r + W, ...
 and rank 0 measures once all are done; the files are the same as one process makes.
 
@@ -49,57 +53,68 @@ import numpy as np
 import torch
 
 from .. import distributed, paths
-from ..config import Params, to_dict
+from ..config import Params, chosen, to_dict
 from ..io import DataError, write_json
 from ..formats import save_png, voc_palette
 from ..pseudo_labels import files_stamp
 from . import common
 
-__all__ = ["run", "make_pseudo_labels", "pseudo_label", "quality"]
+__all__ = ["run", "make_pseudo_labels", "pseudo_label", "quality", "needs_boundary_net", "refiner_settings"]
 
 
 def _md5(path: Path) -> str | None:
     return hashlib.md5(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
+def needs_boundary_net(params: Params) -> bool:
+    """Whether the chosen refiner reads the run's boundary network (``train_irn``'s model)."""
+    entry, _ = chosen(params.make_pseudo_labels, "refiner")
+    return bool(entry.get("needs_boundary_net", False))
+
+
+def refiner_settings(params: Params) -> dict[str, Any]:
+    """``{"refiner": name, <its settings>..., "mask_ratio"}``: what the labels and masks are made with."""
+    cfg = params.make_pseudo_labels
+    _, settings = chosen(cfg, "refiner")
+    return {"refiner": cfg.refiner, **(to_dict(settings) if settings is not None else {}),
+            "mask_ratio": cfg.mask_ratio}
+
+
 def _settings(params: Params, variant: str, seed: int) -> dict[str, Any]:
     """What the outputs depend on besides the images: kept in ``meta.json``."""
-    cfg = {k: v for k, v in to_dict(params.make_pseudo_labels).items() if k != "out_dir"}
     cams = paths.cam_dir(params, variant, seed)
-    return {"variant": variant, "seed": seed, "split": params.data.train_split, "cam_dir": str(cams),
-            "cams": files_stamp(cams / params.data.train_split, "*.npz"),
-            "boundary_net": _md5(paths.irn_model(params, variant, seed)), **cfg}
+    out = {"variant": variant, "seed": seed, "split": params.data.train_split, "cam_dir": str(cams),
+           "cams": files_stamp(cams / params.data.train_split, "*.npz")}
+    if needs_boundary_net(params):
+        out["boundary_net"] = _md5(paths.irn_model(params, variant, seed))
+    return {**out, **refiner_settings(params)}
 
 
 @torch.no_grad()
-def pseudo_label(params: Params, net: torch.nn.Module, image: torch.Tensor, cam: dict[str, np.ndarray]
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One image's boundary map, pseudo label and confidence mask.
+def pseudo_label(params: Params, net: torch.nn.Module | None, image: torch.Tensor, cam: dict[str, np.ndarray]
+                 ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """One image's boundary map, pseudo label and confidence mask, by the chosen refiner.
 
     Args:
-        net: the boundary network in eval mode.
+        net: the boundary network in eval mode (None when the refiner needs none).
         image: (3, H, W) normalised image on the network's device.
         cam: the image's CAM file (:func:`sslib.cam.load_cam`): ``keys`` (K,), ``cam``
             (K, ceil(H/4), ceil(W/4)).
 
     Returns:
-        ``(boundary, label, mask)``: (h4, w4) float in [0, 1], (H, W) int64 class ids
-        (0 background), (H, W) bool (True = confident), on the image's device.
+        ``(boundary, label, mask)``: (h4, w4) float in [0, 1] (None when the refiner uses no
+        boundary map), (H, W) int64 class ids (0 background), (H, W) bool (True = confident),
+        on the image's device.
     """
-    from ..affinity import random_walk, walk_to_labels
     from ..pseudo_labels import confidence_mask
+    from ..refiners import Refined  # the built-in refiners (in the stage's code fingerprint)
 
     cfg = params.make_pseudo_labels
-    h, w = image.shape[-2:]
-    boundary = net.boundary(image[None], pad_to=cfg.pad_to or None)[0, 0]
+    entry, settings = chosen(cfg, "refiner")
     keys = torch.from_numpy(cam["keys"]).to(image.device)
     cams = torch.from_numpy(cam["cam"]).to(image.device)
-    if len(keys):
-        walked = random_walk(cams, boundary, radius=cfg.radius, beta=cfg.beta, exp_times=cfg.exp_times)
-    else:
-        walked = cams
-    scores, label = walk_to_labels(walked, keys, (h, w), cfg.bg_threshold)
-    return boundary, label, confidence_mask(scores, label, cfg.mask_ratio)
+    refined: Refined = entry.factory(settings, cams, keys, image, net)
+    return refined.boundary, refined.label, confidence_mask(refined.scores, refined.label, cfg.mask_ratio)
 
 
 def _done(params: Params, variant: str, seed: int, name: str, size: tuple[int, int]) -> bool:
@@ -126,7 +141,7 @@ def _make(params: Params, variant: str, seed: int, keep: bool, dist, progress: b
     split = params.data.train_split
     cams = paths.cam_dir(params, variant, seed)
     ds = build_dataset(params.data, split, transform=EvalTransform(), with_mask=False)
-    net = load_boundary_net(paths.irn_model(params, variant, seed), dist.device)
+    net = load_boundary_net(paths.irn_model(params, variant, seed), dist.device) if needs_boundary_net(params) else None
     counts = {"made": 0, "kept": 0}
     for i in tqdm(shard(len(ds), dist.rank, dist.world_size), desc=f"pseudo labels {split}", unit="img",
                   disable=not progress):
@@ -197,7 +212,7 @@ def make_pseudo_labels(params: Params, variant: str, seed: int, *, progress: boo
     t0 = time.perf_counter()
     out = paths.pseudo_label_dir(params, variant, seed)
     model = paths.irn_model(params, variant, seed)
-    if not model.is_file():  # before any rank writes
+    if needs_boundary_net(params) and not model.is_file():  # before any rank writes
         raise DataError(f"{model}: no trained boundary network (run the train_irn stage for {variant} seed {seed})")
     if dist.is_main:
         keep = common.prepare_folder(out, _settings(params, variant, seed), ["labels/*.png", "masks/*.png"])

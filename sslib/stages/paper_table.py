@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from .. import ablation, downstream, paths
-from ..config import Params, to_dict
+from ..config import Params, chosen, to_dict
 from ..io import write_text
 from . import common
 
@@ -57,9 +57,13 @@ def run(params: Params) -> PaperTable:
     runs = downstream.paper_frame(variants, seeds, params.data.train_split, _roots())
     tab = downstream.paper_table(runs, params.data.dataset, order=variants)
     drop = ("out_dir", "num_workers", "amp", "stop_on_nonfinite", "workers")
-    t = {k: v for k, v in to_dict(params.train_seg).items() if k not in drop}
-    if params.train_seg.method != "beco":
-        t.pop("beco")
+    t = {}
+    for k, v in to_dict(params.train_seg).items():  # the chosen method's settings in place of the table
+        if k == "methods":
+            settings = chosen(params.train_seg, "method")[1]
+            t.update(to_dict(settings) if settings is not None else {})
+        elif k not in drop:
+            t[k] = v
     settings = {"train_seg": t, "eval_seg": {k: v for k, v in to_dict(params.eval_seg).items() if k not in drop},
                 "model.backbone (CAMs)": params.model.backbone}
     md = downstream.paper_markdown(tab, runs, dataset=params.data.dataset, train_split=params.data.train_split,

@@ -30,6 +30,7 @@ from .. import ablation, downstream, paths
 from ..config import Params, to_dict
 from ..io import write_text
 from . import common
+from .make_pseudo_labels import needs_boundary_net, refiner_settings
 
 __all__ = ["TableResult", "run", "examples", "main"]
 
@@ -55,13 +56,18 @@ def run(params: Params) -> TableResult:
     """Read the downstream runs' metrics; write the table and its markdown; return them."""
     d = params.runs.downstream
     variants, seeds, split = list(d.variants), list(d.seeds), params.data.train_split
-    runs = downstream.runs_frame(variants, seeds, split, _roots())
+    roots = _roots()
+    if not needs_boundary_net(params):  # no IR labels were made
+        roots.pop("make_ir_labels")
+    runs = downstream.runs_frame(variants, seeds, split, roots)
     tab = downstream.table(runs, order=variants)
-    settings = {"make_ir_labels": {k: v for k, v in to_dict(params.make_ir_labels).items() if k != "out_dir"},
-                "train_irn": {k: v for k, v in to_dict(params.train_irn).items()
-                              if k not in ("out_dir", "num_workers", "amp", "stop_on_nonfinite")},
-                "make_pseudo_labels": {k: v for k, v in to_dict(params.make_pseudo_labels).items() if k != "out_dir"},
-                "model.backbone": params.model.backbone}
+    settings = {}
+    if needs_boundary_net(params):
+        settings["make_ir_labels"] = {k: v for k, v in to_dict(params.make_ir_labels).items() if k != "out_dir"}
+        settings["train_irn"] = {k: v for k, v in to_dict(params.train_irn).items()
+                                 if k not in ("out_dir", "num_workers", "amp", "stop_on_nonfinite")}
+    settings["make_pseudo_labels"] = refiner_settings(params)
+    settings["model.backbone"] = params.model.backbone
     md = downstream.report_markdown(tab, dataset=params.data.dataset, split=split, seeds=seeds, settings=settings)
     ablation.write_table(paths.pseudo_label_table(), tab)
     write_text(paths.pseudo_label_table("md"), md)
@@ -84,6 +90,7 @@ def examples(params: Params, n_images: int = 3, seed: int | None = None) -> list
     d = params.runs.downstream
     seed = d.seeds[0] if seed is None else seed
     split = params.data.train_split
+    walk = params.make_pseudo_labels.refiners["random_walk"]  # the boundary maps are the random walk's
     ds = build_dataset(params.data, split)
     tensors = build_dataset(params.data, split, transform=EvalTransform(), with_mask=False)
     idx = np.linspace(0, len(ds) - 1, n_images, dtype=int)
@@ -96,7 +103,7 @@ def examples(params: Params, n_images: int = 3, seed: int | None = None) -> list
             hw = image.shape[:2]
             cam = load_cam(cam_path(paths.cam_dir(params, v, seed), split, name), hw)
             with torch.no_grad():
-                b = net.boundary(tensors[int(i)]["image"][None], pad_to=params.make_pseudo_labels.pad_to or None)
+                b = net.boundary(tensors[int(i)]["image"][None], pad_to=walk.pad_to or None)
             b = torch.nn.functional.interpolate(b, scale_factor=4, mode="bilinear")[0, 0, :hw[0], :hw[1]].numpy()
             heat = cam["high_res"].max(0) if len(cam["keys"]) else np.zeros(hw, np.float32)
             label = load_ir_label(paths.pseudo_label_file(params, v, seed, name), hw)

@@ -9,18 +9,25 @@ uses or the code it executes changes, and for nothing else.
 
 A stage's ``settings`` function names exactly what its runs read, as resolved for the
 run's variant: a key a variant switches off (the alignment keys with ``alignment: false``)
-is not there, so changing it does not rerun that variant.
+is not there, so changing it does not rerun that variant. Of a table of interchangeable
+parts (``make_pseudo_labels.refiners``, ``train_seg.methods``) only the chosen entry's
+settings are there, so changing another entry's reruns nothing.
+
+A stage's ``needed(params)`` says whether the pipeline runs it at all: ``make_ir_labels`` and
+``train_irn`` only when the chosen refiner declares ``needs_boundary_net``
+(:mod:`sslib.refiners`). :mod:`sslib.dvcgen` leaves the others out of the DVC files, and the
+stages after them drop their deps on them (``reads`` may be a function of the params).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..config import Params, choices, to_dict, variant_config
+from ..config import Params, choices, chosen, to_dict, variant_config
 from ..registry import plugin_code
 
-__all__ = ["Stage", "REGISTRY", "STAGES", "PER_RUN", "DOWNSTREAM", "BY_NAME", "pick", "drop", "variant_settings", "plugins_of",
-           "runs_of"]
+__all__ = ["Stage", "REGISTRY", "STAGES", "PER_RUN", "DOWNSTREAM", "BY_NAME", "pick", "drop", "variant_settings",
+           "plugins_of", "runs_of", "needed_stages", "boundary_net_needed", "only_chosen"]
 
 RUN = "${item.variant}/seed${item.seed}"  # a run's subfolder in DVC's matrix terms
 ROOT_DATA = ("${data.root}", "${data.prepared_dir}")
@@ -34,10 +41,17 @@ class Stage:
     notebook: str | None
     doc: str
     settings: Callable[[Params, str | None], dict[str, Any]]
-    reads: tuple[str, ...] = ()
+    #: the data deps: a tuple, or ``reads(params) -> tuple`` when they depend on the choices
+    reads: tuple[str, ...] | Callable[[Params], tuple[str, ...]] = ()
     runs: str | None = None
     #: comment on the artifacts folder's ``persist: true`` (None: the folder is not persisted)
     persist: str | None = None
+    #: ``needed(params)``: whether the pipeline runs the stage for these params (default: always)
+    needed: Callable[[Params], bool] = lambda params: True
+
+    def reads_for(self, params: Params) -> tuple[str, ...]:
+        """The stage's data deps for ``params``."""
+        return tuple(self.reads(params)) if callable(self.reads) else self.reads
 
 
 def pick(params: Params, *keys: str) -> dict[str, Any]:
@@ -130,6 +144,52 @@ def _inspect_cams(params: Params, variant: str | None) -> dict[str, Any]:
             "variants": {v: to_dict(variant_config(params, v)) for v in params.runs.variants}}
 
 
+def boundary_net_needed(params: Params) -> bool:
+    """Whether the chosen refiner (``make_pseudo_labels.refiner``) reads a boundary network."""
+    return bool(chosen(params.make_pseudo_labels, "refiner")[0].get("needs_boundary_net", False))
+
+
+def only_chosen(settings: dict[str, Any], params: Params, section: str, field: str, table: str) -> dict[str, Any]:
+    """``settings`` with ``<section>.<table>`` cut down to the entry ``<section>.<field>`` chooses."""
+    node = settings.get(section)
+    if isinstance(node, dict) and table in node:
+        _, own = chosen(getattr(params, section), field)
+        name = getattr(getattr(params, section), field)
+        node[table] = {name: to_dict(own)} if own is not None else {}
+    return settings
+
+
+def _make_pseudo_labels(params: Params, variant: str | None) -> dict[str, Any]:
+    keys = ["data", "runs.devices", "eval_cam.out_dir", "make_pseudo_labels"]
+    if boundary_net_needed(params):
+        keys.insert(3, "train_irn.out_dir")
+    return only_chosen(pick(params, *keys), params, "make_pseudo_labels", "refiner", "refiners")
+
+
+def _make_pseudo_labels_reads(params: Params) -> tuple[str, ...]:
+    boundary = (f"${{train_irn.out_dir}}/{RUN}/model.pt",) if boundary_net_needed(params) else ()
+    return (*ROOT_DATA, f"${{eval_cam.out_dir}}/{RUN}", *boundary)
+
+
+def _pseudo_label_table(params: Params, variant: str | None) -> dict[str, Any]:
+    keys = ["data", "runs.downstream", "eval_cam.out_dir", "make_pseudo_labels"]
+    if boundary_net_needed(params):
+        keys[3:3] = ["make_ir_labels", "train_irn"]
+    return only_chosen(pick(params, *keys), params, "make_pseudo_labels", "refiner", "refiners")
+
+
+def _pseudo_label_table_reads(params: Params) -> tuple[str, ...]:
+    irn = boundary_net_needed(params)
+    return (*ROOT_DATA, "reports/eval_cam", *(("reports/make_ir_labels",) if irn else ()), "reports/make_pseudo_labels",
+            "${eval_cam.out_dir}", *(("${make_ir_labels.out_dir}", "${train_irn.out_dir}") if irn else ()),
+            "${make_pseudo_labels.out_dir}")
+
+
+def _seg_keys(*keys: str) -> Callable[[Params, str | None], dict[str, Any]]:
+    """``pick`` of ``keys`` with ``train_seg.methods`` cut down to the chosen method's settings."""
+    return lambda params, variant: only_chosen(pick(params, *keys), params, "train_seg", "method", "methods")
+
+
 def _keys(*keys: str) -> Callable[[Params, str | None], dict[str, Any]]:
     return lambda params, variant: pick(params, *keys)
 
@@ -162,24 +222,22 @@ REGISTRY: tuple[Stage, ...] = (
           "IRN's IR labels (the first pseudo labels) from the train CAMs of each downstream run\n"
           "(runs.downstream.variants x runs.downstream.seeds).",
           _keys("data", "eval_cam.out_dir", "make_ir_labels"), reads=(*ROOT_DATA, f"${{eval_cam.out_dir}}/{RUN}"),
-          runs="runs.downstream", persist=_PER_IMAGE),
+          runs="runs.downstream", persist=_PER_IMAGE, needed=boundary_net_needed),
     Stage("train_irn", "21_train_irn", "IRN's boundary network on each downstream run's IR labels (the affinity loss).",
           _train_irn,
-          reads=(*ROOT_DATA, f"${{make_ir_labels.out_dir}}/{RUN}"), runs="runs.downstream", persist=_TRAINED),
+          reads=(*ROOT_DATA, f"${{make_ir_labels.out_dir}}/{RUN}"), runs="runs.downstream", persist=_TRAINED,
+          needed=boundary_net_needed),
     Stage("make_pseudo_labels", "22_make_pseudo_labels",
-          "IRN's random walk of each downstream run's CAMs on its boundary map, BECO's confidence masks.",
-          _keys("data", "runs.devices", "eval_cam.out_dir", "train_irn.out_dir", "make_pseudo_labels"),
-          reads=(*ROOT_DATA, f"${{eval_cam.out_dir}}/{RUN}", f"${{train_irn.out_dir}}/{RUN}/model.pt"),
+          "Each downstream run's CAMs refined into pseudo labels (make_pseudo_labels.refiner; default\n"
+          "IRN's random walk on its boundary map), BECO's confidence masks.",
+          _make_pseudo_labels, reads=_make_pseudo_labels_reads,
           runs="runs.downstream", persist=_PER_IMAGE),
     Stage("pseudo_label_table", "29_pseudo_label_table",
           "The CAM -> IR label -> pseudo label table over the downstream runs, and its figure.",
-          _keys("data", "runs.downstream", "eval_cam.out_dir", "make_ir_labels", "train_irn", "make_pseudo_labels"),
-          reads=(*ROOT_DATA, "reports/eval_cam", "reports/make_ir_labels", "reports/make_pseudo_labels",
-                 "${eval_cam.out_dir}", "${make_ir_labels.out_dir}", "${train_irn.out_dir}",
-                 "${make_pseudo_labels.out_dir}")),
+          _pseudo_label_table, reads=_pseudo_label_table_reads),
     Stage("train_seg", "30_train_seg",
           "DeepLabV2 on each downstream run's pseudo labels (CE in the confidence mask, or BECO).",
-          _keys("data", "runs.devices", "make_pseudo_labels.out_dir", "train_seg"),
+          _seg_keys("data", "runs.devices", "make_pseudo_labels.out_dir", "train_seg"),
           reads=(*ROOT_DATA, f"${{make_pseudo_labels.out_dir}}/{RUN}"), runs="runs.downstream", persist=_TRAINED),
     Stage("eval_seg", "31_eval_seg",
           "Multi-scale (+ dense CRF) segmentation of the val split by each downstream run's network.",
@@ -187,7 +245,7 @@ REGISTRY: tuple[Stage, ...] = (
           reads=(*ROOT_DATA, f"${{train_seg.out_dir}}/{RUN}/model.pt"), runs="runs.downstream"),
     Stage("paper_table", "39_paper_table",
           "The paper's three columns (CAM, pseudo label, segmentation) over the downstream runs.",
-          _keys("data", "runs.downstream", "train_seg", "eval_seg"),
+          _seg_keys("data", "runs.downstream", "train_seg", "eval_seg"),
           reads=(*ROOT_DATA, "reports/eval_cam", "reports/make_pseudo_labels", "reports/eval_seg",
                  "${eval_seg.out_dir}")),
     Stage("ablation", "50_ablation", "The ablation table and figures over all variants and seeds.",
@@ -202,6 +260,11 @@ PER_RUN = tuple(s.name for s in REGISTRY if s.runs)
 #: per-run stages whose matrix is ``runs.downstream`` (the runs that feed pseudo labels)
 DOWNSTREAM = tuple(s.name for s in REGISTRY if s.runs == "runs.downstream")
 BY_NAME = {s.name: s for s in REGISTRY}
+
+
+def needed_stages(params: Params) -> tuple[Stage, ...]:
+    """The stages the pipeline runs for ``params`` (``REGISTRY`` less those not ``needed``)."""
+    return tuple(s for s in REGISTRY if s.needed(params))
 
 
 def runs_of(params: Params, stage: Stage) -> list[tuple[str, int]]:

@@ -8,7 +8,11 @@ params values its runs use, as resolved for the variant (:mod:`sslib.stages.regi
 
 DVC reruns this stage on any edit of params.yaml or the code (it takes seconds), and then
 reruns a run only when one of its two files changed. Files are rewritten only when their
-content changes; those of variants no longer run are removed.
+content changes; those of variants (and stages) no longer run are removed. Only the stages
+the params need are resolved (:meth:`sslib.stages.registry.Stage.needed`); when the DVC files
+differ from what :mod:`sslib.dvcgen` writes for the current params (a choice such as
+``make_pseudo_labels.refiner`` adds or removes stages), the stage stops and says to run
+``python -m sslib.dvcgen``.
 
 Usage::
 
@@ -28,7 +32,7 @@ from ..fingerprint import closure, fingerprint, module_file
 from ..registry import plugin_code
 from ..io import write_text
 from . import common
-from .registry import REGISTRY, runs_of
+from .registry import needed_stages, runs_of
 
 __all__ = ["resolved", "run", "main"]
 
@@ -36,7 +40,7 @@ __all__ = ["resolved", "run", "main"]
 def resolved(params: Params, root: Path) -> dict[Path, dict]:
     """``{path: content}`` of every file the stage writes (paths relative to ``root``)."""
     out: dict[Path, dict] = {}
-    for stage in REGISTRY:
+    for stage in needed_stages(params):
         out[paths.resolved_code(stage.name)] = stage_code(params, stage, root)
         variants = dict.fromkeys(v for v, _ in runs_of(params, stage)) if stage.runs else [None]
         for v in variants:
@@ -73,10 +77,23 @@ def _check_watched(root: Path, params: Params) -> None:
                           "import; run `python -m sslib.dvcgen` to rewrite the DVC files")
 
 
+def _check_current(params: Params, root: Path) -> None:
+    """Stop when the DVC files differ from what :mod:`sslib.dvcgen` writes for ``params``
+    (e.g. another refiner adds or removes the boundary-network stages)."""
+    from ..dvcgen import stale
+
+    files = stale(params, root)
+    if files:
+        raise ConfigError(f"{', '.join(files)}: not what `python -m sslib.dvcgen` writes for the current params "
+                          "(a choice such as make_pseudo_labels.refiner changes which stages run); "
+                          "run `python -m sslib.dvcgen`, then the pipeline again")
+
+
 def run(params: Params, root: Path | None = None) -> dict:
     """Write the settings and code files; return ``{"written": [...], "removed": [...]}``."""
     root = Path.cwd() if root is None else root
     _check_watched(root, params)
+    _check_current(params, root)
     files = resolved(params, root)
     written = []
     for rel, content in files.items():

@@ -9,16 +9,18 @@ One run, top to bottom (BECO's ``main.py`` with SSC's configuration):
    rescale by ``train_seg.scale_range``, flip, ``crop_size`` crop; padding is ignored);
 2. model: :class:`sslib.models.DeepLabV2` on ``train_seg.backbone`` with ImageNet weights
    (``backbone_weights``; never a COCO-pretrained DeepLab), BatchNorm training
-   (SyncBatchNorm under DDP on CUDA); two networks with ``method: beco``;
+   (SyncBatchNorm under DDP on CUDA); as many networks as the method declares (``beco``: two);
 3. optimiser: SGD over every parameter (the head at ``lr * head_lr_mult``), momentum,
    weight decay, the poly schedule down to ``min_lr`` (BECO's PolyLR);
-4. loss, on the logits upsampled to the crop:
+4. loss, on the logits upsampled to the crop: the chosen method's step
+   (``train_seg.method``, an entry of :data:`sslib.registry.SEG_METHODS`,
+   :mod:`sslib.seg_methods`, with its settings ``train_seg.methods.<method>``):
 
-   * ``method: ce``: cross-entropy on the pseudo label, only inside the confidence mask
+   * ``ce``: cross-entropy on the pseudo label, only inside the confidence mask
      with ``confidence: true`` (:func:`sslib.losses.seg_cross_entropy`);
-   * ``method: beco``: BECO's co-training (:mod:`sslib.beco`): ClassMix of image pairs
-     (offline labels during ``beco.warm_up_epochs``; after it, online labels of the two
-     networks' averaged logits, confident above ``beco.online_threshold``, and a boundary
+   * ``beco``: BECO's co-training (:mod:`sslib.beco`): ClassMix of image pairs
+     (offline labels during ``warm_up_epochs``; after it, online labels of the two
+     networks' averaged logits, confident above ``online_threshold``, and a boundary
      band x(1 + ``boundary_weight``) around the pasted regions), each network's CE inside
      the mask plus the other network's argmax outside it. Not done: BECO's photometric
      augmentation of the mixed images (``mix_aug``: albumentations colour transforms);
@@ -45,22 +47,31 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from .. import paths, training
 from ..config import Params
 from ..distributed import DistInfo
 from ..io import DataError
-from ..training import StepContext
 from . import _training, common
 
-__all__ = ["run", "train_seg", "loss_names", "init_record"]
+__all__ = ["run", "train_seg", "loss_names", "method_settings", "init_record"]
 
 
 def loss_names(method: str) -> tuple[str, ...]:
-    """The loss terms a step logs after the total: ``ce`` (one network) or BECO's four."""
-    return ("ce",) if method == "ce" else ("ce1", "ce2", "cot1", "cot2")
+    """The loss terms a step of ``method`` logs after the total (the entry's ``loss_names``)."""
+    from ..seg_methods import loss_names as names
+
+    return names(method)
+
+
+def method_settings(params: Params) -> dict[str, Any]:
+    """``{"method": name, <its settings>...}``: how the run trains (metrics, fingerprint)."""
+    from ..config import chosen, to_dict
+
+    t = params.train_seg
+    _, settings = chosen(t, "method")
+    return {"method": t.method, **(to_dict(settings) if settings is not None else {})}
 
 
 def _run(params: Params, variant: str, seed: int) -> _training.TrainingRun:
@@ -105,17 +116,19 @@ def _check_files(params: Params, variant: str, seed: int, names: list[str]) -> N
 def _fingerprint(params: Params, variant: str, seed: int) -> dict:
     """What a checkpoint must agree with to be resumed (not the output paths or worker count)."""
     meta = paths.pseudo_label_dir(params, variant, seed) / common.META
-    return {"variant": variant, "seed": seed, "train": _training.train_settings(params.train_seg),
+    train = {**_training.train_settings(params.train_seg), "methods": method_settings(params)}
+    return {"variant": variant, "seed": seed, "train": train,
             "data": _training.data_settings(params.data), "pseudo_labels": _training.file_md5(meta)}
 
 
 def _build(params: Params, num_classes: int, device: torch.device, world_size: int):
     """The network(s) and one SGD over them (groups hold ``base_lr`` and ``min_lr``)."""
     from ..models import DeepLabV2
+    from ..seg_methods import net_names
 
     t = params.train_seg
     nets, groups = {}, []
-    for i in range(1 if t.method == "ce" else 2):
+    for name in net_names(t.method):
         net = DeepLabV2(num_classes, t.backbone, weights=t.backbone_weights, output_stride=t.output_stride)
         if world_size > 1 and device.type == "cuda":
             net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
@@ -124,64 +137,9 @@ def _build(params: Params, num_classes: int, device: torch.device, world_size: i
         groups += [{"params": backbone, "lr": t.lr, "base_lr": t.lr, "min_lr": t.min_lr},
                    {"params": head, "lr": t.lr * t.head_lr_mult, "base_lr": t.lr * t.head_lr_mult,
                     "min_lr": t.min_lr}]
-        nets["net" if t.method == "ce" else f"net{i + 1}"] = net
+        nets[name] = net
     opt = torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
     return nets, opt
-
-
-def _up(logits: torch.Tensor, size) -> torch.Tensor:
-    """(N, K, h, w) -> (N, K, H, W) float32, bilinear (``align_corners=False``)."""
-    return F.interpolate(logits.float(), size=tuple(size), mode="bilinear", align_corners=False)
-
-
-def _targets(batch: dict[str, Any], device: torch.device):
-    image = batch["image"].to(device, non_blocking=True)
-    label = batch["pseudo_label"].to(device, non_blocking=True)
-    conf = batch["confidence"].to(device, non_blocking=True) == 1          # padding (255) is not confident
-    return image, label, conf
-
-
-def _ce_step(confidence: bool):
-    """One network, cross-entropy on the pseudo labels (inside the confidence mask if asked)."""
-    from ..losses import seg_cross_entropy
-
-    def step(batch: dict[str, Any], ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
-        """batch: image (N, 3, S, S), pseudo_label / confidence (N, S, S). Returns (loss, [ce])."""
-        image, label, conf = _targets(batch, ctx.device)
-        with ctx.autocast():
-            logits = ctx.modules["net"](image)
-        loss = seg_cross_entropy(_up(logits, label.shape[-2:]), label, conf if confidence else None)
-        return loss, loss.detach().reshape(1)
-
-    return step
-
-
-def _beco_step(cfg, seed: int):
-    """BECO's co-training step of the two networks (see the module docstring)."""
-    from ..beco import beco_loss, class_mix, online_labels
-
-    def step(batch: dict[str, Any], ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
-        image, label, conf = _targets(batch, ctx.device)
-        n1, n2 = ctx.modules["net1"], ctx.modules["net2"]
-        size = label.shape[-2:]
-        gen = torch.Generator(device=ctx.device)
-        gen.manual_seed(seed * 1_000_003 + ctx.step)
-        online = None
-        if ctx.epoch >= cfg.warm_up_epochs:
-            n1.eval(), n2.eval()
-            with torch.no_grad(), ctx.autocast():
-                mean = (_up(n1(image), size) + _up(n2(image), size)) / 2     # BECO: softmax of the mean logits
-            n1.train(), n2.train()
-            online = online_labels(mean.softmax(1), cfg.online_threshold)
-        mixed = class_mix(image, label, conf.float(), p=cfg.mix_prob, ignore_bg=cfg.ignore_bg, online=online,
-                          boundary_size=cfg.boundary_size, generator=gen)
-        with ctx.autocast():
-            l1, l2 = n1(mixed["image"]), n2(mixed["image"])
-        w = cfg.boundary_weight
-        losses = beco_loss(_up(l1, size), _up(l2, size), mixed["label"], mixed["mask"], mixed["band"], w_band=(w, w))
-        return losses["total"], torch.stack([losses[k].detach() for k in loss_names("beco")])
-
-    return step
 
 
 def train_seg(params: Params, variant: str, seed: int, *, progress: bool = True,
@@ -199,17 +157,19 @@ def train_seg(params: Params, variant: str, seed: int, *, progress: bool = True,
         WeightsError: the backbone's ImageNet weights file is missing or does not fit (named).
         NonFiniteLossError: a loss became NaN/inf (with ``train_seg.stop_on_nonfinite``).
     """
+    from ..config import chosen
     from ..data import dataset_classes
 
     t, job = params.train_seg, _run(params, variant, seed)
-    dist = job.start(t.batch_size, check=lambda dist: _check_beco_batch(t, dist))
+    entry, method = chosen(t, "method")
+    dist = job.start(t.batch_size, check=lambda dist: _check_batch_multiple(t, dist))
     k = len(dataset_classes(params.data)) + 1
     dataset = _dataset(params, variant, seed)
     _check_files(params, variant, seed, dataset.names)
     fingerprint = _fingerprint(params, variant, seed)
     torch.manual_seed(seed)
     nets, opt = _build(params, k, dist.device, dist.world_size)
-    step = _ce_step(t.confidence) if t.method == "ce" else _beco_step(t.beco, seed)
+    step = entry.factory(method, seed)
     names = loss_names(t.method)
     settings = job.fit_settings(t, fingerprint, names, progress=progress, stop_after_epochs=stop_after_epochs)
     result = training.fit(settings, dataset, nets, {"opt": opt}, step)
@@ -217,17 +177,19 @@ def train_seg(params: Params, variant: str, seed: int, *, progress: bool = True,
     return job.finish(result, dist, t.epochs, names,
                       lambda: {"nets": [training.unwrap(n).state_dict() for n in nets.values()], "model": model,
                                "method": t.method, "variant": variant, "seed": seed},
-                      settings={"method": t.method, "confidence": t.confidence},
+                      settings=method_settings(params),
                       about={**model, "init": init_record(params)})
 
 
-def _check_beco_batch(t, dist: DistInfo) -> None:
-    """BECO mixes pairs of images: each process's share of the batch must be even."""
-    if t.method == "beco" and (t.batch_size // dist.world_size) % 2:
-        from ..config import ConfigError
+def _check_batch_multiple(t, dist: DistInfo) -> None:
+    """Each process's share of the batch must be a multiple of the method's ``batch_multiple``
+    (BECO mixes pairs of images)."""
+    from ..config import ConfigError, chosen
 
-        raise ConfigError(f"train_seg.batch_size: BECO mixes pairs within each process's batch; "
-                          f"{t.batch_size} over {dist.world_size} processes is odd per process")
+    multiple = chosen(t, "method")[0].get("batch_multiple", 1)
+    if (t.batch_size // dist.world_size) % multiple:
+        raise ConfigError(f"train_seg.batch_size: the segmentation method {t.method!r} needs each process's batch "
+                          f"to be a multiple of {multiple}; {t.batch_size} over {dist.world_size} processes is not")
 
 
 def run(params: Params, variant: str, seed: int, progress: bool = True) -> dict:
