@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .. import ablation, downstream, paths
-from ..config import Params, to_dict
+from ..config import Params, chosen, to_dict
 from ..io import write_text
 from . import common
 from .make_pseudo_labels import needs_boundary_net, refiner_settings
@@ -78,7 +78,8 @@ def examples(params: Params, n_images: int = 3, seed: int | None = None) -> list
     """Rows for :func:`sslib.viz.panel_grid`: for each downstream variant (seed ``seed``,
     default the first downstream seed) and each of ``n_images`` evenly spaced train images:
     the image, the ground truth, the CAM (largest over the present classes), the boundary
-    map, the IR label, the pseudo label, and the pseudo label over the confident pixels."""
+    map and the IR label (for a refiner with a boundary network), the pseudo label, and the
+    pseudo label over the confident pixels."""
     import torch
 
     from .. import viz
@@ -90,29 +91,32 @@ def examples(params: Params, n_images: int = 3, seed: int | None = None) -> list
     d = params.runs.downstream
     seed = d.seeds[0] if seed is None else seed
     split = params.data.train_split
-    walk = params.make_pseudo_labels.refiners["random_walk"]  # the boundary maps are the random walk's
+    walk = needs_boundary_net(params)  # the boundary map and IR label exist only then
+    settings = chosen(params.make_pseudo_labels, "refiner")[1]
     ds = build_dataset(params.data, split)
     tensors = build_dataset(params.data, split, transform=EvalTransform(), with_mask=False)
     idx = np.linspace(0, len(ds) - 1, n_images, dtype=int)
     rows = []
     for v in d.variants:
-        net = load_boundary_net(paths.irn_model(params, v, seed))
+        net = load_boundary_net(paths.irn_model(params, v, seed)) if walk else None
         for i in idx:
             s = ds[int(i)]
             name, image = s["name"], s["image"]
             hw = image.shape[:2]
             cam = load_cam(cam_path(paths.cam_dir(params, v, seed), split, name), hw)
-            with torch.no_grad():
-                b = net.boundary(tensors[int(i)]["image"][None], pad_to=walk.pad_to or None)
-            b = torch.nn.functional.interpolate(b, scale_factor=4, mode="bilinear")[0, 0, :hw[0], :hw[1]].numpy()
             heat = cam["high_res"].max(0) if len(cam["keys"]) else np.zeros(hw, np.float32)
             label = load_ir_label(paths.pseudo_label_file(params, v, seed, name), hw)
             mask = load_confidence_mask(paths.confidence_mask_file(params, v, seed, name), hw)
-            ir = load_ir_label(paths.ir_label_dir(params, v, seed) / f"{name}.png", hw)
-            rows.append([(f"{v} seed {seed}: {name}", image), ("ground truth", viz.label_image(s["mask"])),
-                         ("CAM", viz.heat_overlay(image, heat)), ("boundary", b),
-                         ("IR label", viz.label_image(ir)), ("pseudo label", viz.label_image(label)),
-                         ("confident (kept)", viz.confidence_overlay(image, label, mask))])
+            row = [(f"{v} seed {seed}: {name}", image), ("ground truth", viz.label_image(s["mask"])),
+                   ("CAM", viz.heat_overlay(image, heat))]
+            if walk:
+                with torch.no_grad():
+                    b = net.boundary(tensors[int(i)]["image"][None], pad_to=settings.pad_to or None)
+                b = torch.nn.functional.interpolate(b, scale_factor=4, mode="bilinear")[0, 0, :hw[0], :hw[1]].numpy()
+                ir = load_ir_label(paths.ir_label_dir(params, v, seed) / f"{name}.png", hw)
+                row += [("boundary", b), ("IR label", viz.label_image(ir))]
+            rows.append(row + [("pseudo label", viz.label_image(label)),
+                               ("confident (kept)", viz.confidence_overlay(image, label, mask))])
     return rows
 
 
