@@ -158,3 +158,58 @@ def write_labels(prepared: Path, classes, labels: dict[str, list[int]]) -> None:
 
 def read_json(path: Path):
     return json.loads(Path(path).read_text())
+
+
+# --------------------------------------------------------------------------- tiny projects
+class TinyProject:
+    """A project folder (``root``) whose params.yaml is ``base`` merged with a test's update:
+    what the ``tiny_project`` factory of conftest.py returns. It stands for its folder where a
+    path is expected (``project / "params.yaml"``, ``cwd=project``)."""
+
+    def __init__(self, root: Path, base: dict):
+        self.root, self.base = root, base
+
+    def __truediv__(self, other) -> Path:
+        return self.root / other
+
+    def __fspath__(self) -> str:
+        return str(self.root)
+
+    def write_params(self, update: dict | None = None, name: str = "params.yaml", **sections) -> Path:
+        """``root/name``: ``base`` deep-merged with ``update`` and then ``sections``."""
+        import yaml
+
+        from sslib.config import deep_merge
+
+        path = self.root / name
+        path.write_text(yaml.safe_dump(deep_merge(deep_merge(self.base, update or {}), sections), sort_keys=False))
+        return path
+
+    def params(self, update: dict | None = None, **sections):
+        """:meth:`write_params`, loaded."""
+        from sslib import config
+
+        return config.load(self.write_params(update, **sections))
+
+    def load(self, name: str = "params.yaml"):
+        """The params file as it is now."""
+        from sslib import config
+
+        return config.load(self.root / name)
+
+    def entered(self):
+        """A context: the folder is the working directory and the stages write to the
+        project's own paths (no scratch folder)."""
+        import contextlib
+
+        import pytest
+
+        from sslib import paths
+
+        @contextlib.contextmanager
+        def ctx():
+            with pytest.MonkeyPatch.context() as mp:
+                mp.chdir(self.root)
+                mp.delenv(paths.SCRATCH_ENV, raising=False)
+                yield self
+        return ctx()

@@ -162,7 +162,6 @@ def test_synthetic_classes_from_meta(tmp_path):
 
 
 def test_superpixels_are_loaded(voc, tmp_path):
-    pytest.importorskip("sslib.superpixels")
     sp_dir = tmp_path / "sp"
     ids = (np.arange(H * W).reshape(H, W) // 7).astype(np.uint16)  # ids up to 85, > 255 not needed
     ids[0, 0] = 300

@@ -9,12 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from sslib import config, paths
 from sslib.cam import cam_path, save_cam, strided_size
-from sslib.data import build_dataset, synthetic
-from sslib.data.prepare import prepare
+from sslib.data import build_dataset
 from sslib.io import DataError
 from sslib.formats import IGNORE_INDEX
 from sslib.pseudo_labels import load_ir_label
@@ -58,15 +56,12 @@ def _write_cams(params: config.Params, keys_of=None) -> None:
 
 
 @pytest.fixture
-def params(tmp_path, monkeypatch) -> config.Params:
-    monkeypatch.chdir(tmp_path)
+def params(tiny_project, monkeypatch) -> config.Params:
+    """A fresh project for each test (the tests change its files)."""
+    project = tiny_project(TINY, "ir_project", then=_write_cams)
+    monkeypatch.chdir(project.root)
     monkeypatch.delenv(paths.SCRATCH_ENV, raising=False)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
-    p = config.load(tmp_path / "params.yaml")
-    synthetic.generate(p.synthetic, progress=False)
-    prepare(p.data, progress=False)
-    _write_cams(p)
-    return p
+    return project.load()
 
 
 class CountingCRF:

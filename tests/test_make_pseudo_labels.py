@@ -13,15 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
 
 from sslib import config, distributed, paths, training
 from sslib.affinity import random_walk, walk_to_labels
 from sslib.cam import cam_path, load_cam, save_cam
-from sslib.config import deep_merge
-from sslib.data import EvalTransform, build_dataset, synthetic
-from sslib.data.prepare import prepare
+from sslib.data import EvalTransform, build_dataset
 from sslib.io import DataError
 from sslib.formats import IGNORE_INDEX
 from sslib.models import BoundaryNet, load_boundary_net
@@ -53,12 +50,6 @@ def _quiet_random_init():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=RANDOM_INIT)
         yield
-
-
-def _write_params(root: Path, update: dict | None = None, name: str = "params.yaml") -> Path:
-    path = root / name
-    path.write_text(yaml.safe_dump(deep_merge(TINY, update or {}), sort_keys=False))
-    return path
 
 
 def _cams(mask: np.ndarray, keys: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -98,41 +89,29 @@ def _copy_run(params: config.Params, variant: str) -> None:
     shutil.copy(paths.irn_model(params, *RUN), paths.irn_model(params, variant, 0))
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    """Data, CAM files and a randomly initialised boundary network of run ssc/0."""
-    root = tmp_path_factory.mktemp("pl_project")
-    with pytest.MonkeyPatch.context() as mp, warnings.catch_warnings():
+def _write_run(params: config.Params) -> None:
+    """Run ssc/0's CAM files and a randomly initialised boundary network."""
+    _write_cams(params, *RUN)
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=RANDOM_INIT)
-        mp.chdir(root)
-        mp.delenv(paths.SCRATCH_ENV, raising=False)
-        params = config.load(_write_params(root))
-        synthetic.generate(params.synthetic, progress=False)
-        prepare(params.data, progress=False)
-        _write_cams(params, *RUN)
-        torch.manual_seed(0)
         net = BoundaryNet(backbone="efficientnet_lite0", weights="none")
-        training.save({"net": net.state_dict(), "model": {"backbone": "efficientnet_lite0"},
-                       "variant": RUN[0], "seed": RUN[1]}, paths.irn_model(params, *RUN))
-    return root
+    training.save({"net": net.state_dict(), "model": {"backbone": "efficientnet_lite0"},
+                   "variant": RUN[0], "seed": RUN[1]}, paths.irn_model(params, *RUN))
 
 
-@pytest.fixture
-def in_project(project, monkeypatch) -> Path:
-    monkeypatch.chdir(project)
-    monkeypatch.delenv(paths.SCRATCH_ENV, raising=False)
-    yield project
-    _write_params(project)
+@pytest.fixture(scope="module")
+def project(tiny_project):
+    """Data, CAM files and a randomly initialised boundary network of run ssc/0."""
+    return tiny_project(TINY, "pl_project", then=_write_run)
 
 
 @pytest.fixture(scope="module")
 def made(project) -> dict:
     """One single-process run of ssc/0 into the default folder."""
-    with pytest.MonkeyPatch.context() as mp, warnings.catch_warnings():
+    with project.entered(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=RANDOM_INIT)
-        mp.chdir(project)
-        mp.delenv(paths.SCRATCH_ENV, raising=False)
-        params = config.load(_write_params(project))
+        params = project.params()
         metrics = stage.make_pseudo_labels(params, *RUN, progress=False)
         return {"metrics": metrics, "outputs": _outputs(params, *RUN), "timings": _timings()}
 
@@ -151,7 +130,7 @@ def _margin(scores: np.ndarray) -> np.ndarray:
 
 
 def test_one_label_and_one_mask_per_image_with_the_expected_values(in_project, made):
-    params = config.load(in_project / "params.yaml")
+    params = in_project.load()
     ds = build_dataset(params.data, params.data.train_split)
     assert sorted(made["outputs"]) == sorted([f"labels/{n}.png" for n in ds.names] + [f"masks/{n}.png" for n in ds.names])
     assert made["timings"]["made"] == len(ds) and made["timings"]["kept"] == 0 and made["timings"]["world_size"] == 1
@@ -204,7 +183,7 @@ def test_one_label_and_one_mask_per_image_with_the_expected_values(in_project, m
 
 
 def test_one_image_equals_the_library_steps_recomputed(in_project, made):
-    params = config.load(in_project / "params.yaml")
+    params = in_project.load()
     cfg = params.make_pseudo_labels.refiners["random_walk"]
     split = params.data.train_split
     ds = build_dataset(params.data, split, transform=EvalTransform(), with_mask=False)
@@ -238,7 +217,7 @@ def test_one_image_equals_the_library_steps_recomputed(in_project, made):
 def test_an_image_without_classes_is_all_background(in_project):
     """No CAMs: the label is the background plane everywhere; all margins tie, so the mask
     keeps the first half of the pixels in raster order."""
-    params = config.load(in_project / "params.yaml")
+    params = in_project.load()
     net = load_boundary_net(paths.irn_model(params, *RUN))
     cam = {"keys": np.zeros(0, np.int64), "cam": np.zeros((0, 8, 8), np.float32)}
     _, label, mask = stage.pseudo_label(params, net, torch.randn(3, 32, 32), cam)
@@ -250,7 +229,7 @@ def test_an_image_without_classes_is_all_background(in_project):
 
 # --------------------------------------------------------------------------- resuming
 def test_a_rerun_remakes_only_missing_or_broken_files(in_project, made):
-    params = config.load(_write_params(in_project, {"make_pseudo_labels": {"out_dir": "pl/resume"}}))
+    params = in_project.params({"make_pseudo_labels": {"out_dir": "pl/resume"}})
     first_metrics = stage.make_pseudo_labels(params, *RUN, progress=False)
     first = _outputs(params, *RUN)
     assert first == made["outputs"]  # the same files in another folder
@@ -270,12 +249,12 @@ def test_a_rerun_remakes_only_missing_or_broken_files(in_project, made):
 
 def test_changed_settings_remake_every_file(in_project, made):
     out = {"out_dir": "pl/changed"}
-    params = config.load(_write_params(in_project, {"make_pseudo_labels": out}))
+    params = in_project.params({"make_pseudo_labels": out})
     stage.make_pseudo_labels(params, *RUN, progress=False)
     n = _timings()["made"]
     meta = paths.pseudo_label_dir(params, *RUN) / "meta.json"
     assert json.loads(meta.read_text())["bg_threshold"] == params.make_pseudo_labels.refiners["random_walk"].bg_threshold == 0.75
-    changed = config.load(_write_params(in_project, {"make_pseudo_labels": {**out, "refiners": {"random_walk": {"bg_threshold": 0.9}}}}))
+    changed = in_project.params({"make_pseudo_labels": {**out, "refiners": {"random_walk": {"bg_threshold": 0.9}}}})
     m = stage.make_pseudo_labels(changed, *RUN, progress=False)
     assert (_timings()["made"], _timings()["kept"]) == (n, 0) and json.loads(meta.read_text())["bg_threshold"] == 0.9
     assert _outputs(changed, *RUN) != made["outputs"]
@@ -287,7 +266,7 @@ def test_changed_settings_remake_every_file(in_project, made):
 
 
 def test_new_cams_in_the_same_folder_remake_the_labels(in_project):
-    params = config.load(_write_params(in_project, {"make_pseudo_labels": {"out_dir": "pl/newcams"}}))
+    params = in_project.params({"make_pseudo_labels": {"out_dir": "pl/newcams"}})
     _copy_run(params, "+asm")
     stage.make_pseudo_labels(params, "+asm", 0, progress=False)
     split = params.data.train_split
@@ -301,7 +280,7 @@ def test_new_cams_in_the_same_folder_remake_the_labels(in_project):
 
 # --------------------------------------------------------------------------- errors
 def test_a_corrupt_cam_file_is_named(in_project):
-    params = config.load(_write_params(in_project, {"make_pseudo_labels": {"out_dir": "pl/corrupt"}}))
+    params = in_project.params({"make_pseudo_labels": {"out_dir": "pl/corrupt"}})
     _copy_run(params, "baseline")
     split = params.data.train_split
     names = build_dataset(params.data, split).names
@@ -313,7 +292,7 @@ def test_a_corrupt_cam_file_is_named(in_project):
 
 
 def test_cam_keys_that_disagree_with_the_label_are_named(in_project, capsys):
-    params = config.load(in_project / "params.yaml")
+    params = in_project.load()
     _copy_run(params, "+crm")
     split = params.data.train_split
     ds = build_dataset(params.data, split)
@@ -333,7 +312,7 @@ def test_cam_keys_that_disagree_with_the_label_are_named(in_project, capsys):
 
 
 def test_a_missing_boundary_network_is_named(in_project, capsys):
-    params = config.load(in_project / "params.yaml")
+    params = in_project.load()
     missing = paths.irn_model(params, "cam", 0)
     with pytest.raises(DataError, match=re.escape(f"{missing}: no trained boundary network")):
         stage.make_pseudo_labels(params, "cam", 0, progress=False)
@@ -345,7 +324,7 @@ def test_a_missing_boundary_network_is_named(in_project, capsys):
 # --------------------------------------------------------------------------- sharding
 def test_two_ranks_make_the_single_process_files_between_them(in_project, made):
     """``_make`` of rank 0 and rank 1 of 2: images 0, 2 and image 1; together the same files."""
-    params = config.load(_write_params(in_project, {"make_pseudo_labels": {"out_dir": "pl/shards"}}))
+    params = in_project.params({"make_pseudo_labels": {"out_dir": "pl/shards"}})
     names = build_dataset(params.data, params.data.train_split).names
     counts = {}
     for rank in (0, 1):
@@ -364,14 +343,12 @@ def test_two_ranks_make_the_single_process_files_between_them(in_project, made):
 @pytest.fixture(scope="module")
 def ddp_run(project, made) -> dict:
     """ssc/0 under torchrun with 2 gloo processes, into another folder."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(project)
-        mp.delenv(paths.SCRATCH_ENV, raising=False)
+    with project.entered():
         update = {"make_pseudo_labels": {"out_dir": "pl/ddp"}}
-        _write_params(project, update, name="params_ddp.yaml")
+        project.write_params(update, name="params_ddp.yaml")
         distributed.launch("sslib.stages.make_pseudo_labels",
                            ["--variant", "ssc", "--seed", "0", "--params", "params_ddp.yaml"], nproc_per_node=2)
-        params = config.load(project / "params_ddp.yaml")
+        params = project.load("params_ddp.yaml")
         return {"outputs": _outputs(params, *RUN), "timings": _timings(),
                 "metrics": json.loads((paths.pseudo_label_reports(*RUN) / paths.METRICS).read_text())}
 

@@ -11,14 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
 
 from sslib import config, paths
-from sslib.config import deep_merge
 from sslib.crf import crf_available
-from sslib.data import build_dataset, synthetic
-from sslib.data.prepare import prepare
+from sslib.data import build_dataset
 from sslib.inference import multiscale_logits
 from sslib.io import DataError
 from sslib.formats import IGNORE_INDEX
@@ -54,12 +51,6 @@ def _quiet_random_init():
         yield
 
 
-def _params(root: Path, update: dict | None = None) -> config.Params:
-    path = root / "params.yaml"
-    path.write_text(yaml.safe_dump(deep_merge(TINY, update or {}), sort_keys=False))
-    return config.load(path)
-
-
 def _write_pseudo_labels(params: config.Params) -> None:
     """Pseudo label = the ground truth; confidence = the left half of every image."""
     ds = build_dataset(params.data, params.data.train_split)
@@ -80,41 +71,23 @@ def _mk(p: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("seg_project")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        mp.delenv(paths.SCRATCH_ENV, raising=False)
-        params = _params(root)
-        synthetic.generate(params.synthetic, progress=False)
-        prepare(params.data, progress=False)
-        _write_pseudo_labels(params)
-    return root
-
-
-@pytest.fixture
-def in_project(project, monkeypatch) -> Path:
-    monkeypatch.chdir(project)
-    monkeypatch.delenv(paths.SCRATCH_ENV, raising=False)
-    yield project
-    _params(project)
+def project(tiny_project):
+    return tiny_project(TINY, "seg_project", then=_write_pseudo_labels)
 
 
 @pytest.fixture(scope="module")
 def trained(project) -> dict:
     """One uninterrupted ce run of ssc/0."""
-    with pytest.MonkeyPatch.context() as mp, warnings.catch_warnings():
+    with project.entered(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=RANDOM_INIT)
-        mp.chdir(project)
-        mp.delenv(paths.SCRATCH_ENV, raising=False)
-        params = _params(project)
+        params = project.params()
         metrics = train_seg.train_seg(params, *RUN, progress=False)
         return {"metrics": metrics, "state": torch.load(paths.seg_model(params, *RUN), weights_only=True)}
 
 
 # --------------------------------------------------------------------------- train_seg
 def test_train_seg_writes_the_model_losses_and_metrics(in_project, trained):
-    params = config.load(in_project / "params.yaml")
+    params = in_project.load()
     m = trained["metrics"]
     assert (m["method"], m["confidence"], m["epochs"], m["steps"]) == ("ce", True, 2, 4)
     assert m["init"] == "random" and m["backbone"] == "efficientnet_lite0" and m["output_stride"] == 16
@@ -161,7 +134,7 @@ def test_the_ce_step_ignores_exactly_the_unconfident_pixels():
 
 
 def test_an_interrupted_run_resumes_to_the_same_weights(in_project, trained):
-    params = _params(in_project, {"train_seg": {"out_dir": "artifacts/seg_resumed"}})
+    params = in_project.params({"train_seg": {"out_dir": "artifacts/seg_resumed"}})
     assert train_seg.train_seg(params, *RUN, progress=False, stop_after_epochs=1) == {"stopped_at_epoch": 1}
     assert not paths.seg_model(params, *RUN).exists()
     train_seg.train_seg(params, *RUN, progress=False)
@@ -171,14 +144,14 @@ def test_an_interrupted_run_resumes_to_the_same_weights(in_project, trained):
 
 
 def test_beco_trains_two_networks_with_its_four_losses(in_project):
-    params = _params(in_project, {"train_seg": {"method": "beco", "out_dir": "artifacts/seg_beco",
+    params = in_project.params({"train_seg": {"method": "beco", "out_dir": "artifacts/seg_beco",
                                                 "methods": {"beco": {"mix_prob": 1.0, "online_threshold": 0.2}}}})
     m = train_seg.train_seg(params, *RUN, progress=False)
     assert set(m["final"]) == {"loss", "ce1", "ce2", "cot1", "cot2"} and np.isfinite(m["final"]["loss"])
     assert m["final"]["loss"] == pytest.approx(sum(m["final"][k] for k in ("ce1", "ce2", "cot1", "cot2")), rel=1e-4)
     assert len(load_seg_nets(paths.seg_model(params, *RUN))) == 2
     # a resumed BECO run (random mixing drawn per step) ends as the uninterrupted one
-    p2 = _params(in_project, {"train_seg": {"method": "beco", "out_dir": "artifacts/seg_beco2",
+    p2 = in_project.params({"train_seg": {"method": "beco", "out_dir": "artifacts/seg_beco2",
                                             "methods": {"beco": {"mix_prob": 1.0, "online_threshold": 0.2}}}})
     train_seg.train_seg(p2, *RUN, progress=False, stop_after_epochs=1)
     train_seg.train_seg(p2, *RUN, progress=False)
@@ -189,11 +162,11 @@ def test_beco_trains_two_networks_with_its_four_losses(in_project):
 
 def test_an_odd_beco_batch_is_refused_naming_the_key(in_project):
     with pytest.raises(config.ConfigError, match="train_seg.batch_size"):
-        _params(in_project, {"train_seg": {"method": "beco", "batch_size": 3}})
+        in_project.params({"train_seg": {"method": "beco", "batch_size": 3}})
 
 
 def test_a_missing_confidence_mask_is_named_before_training(in_project, trained):
-    params = _params(in_project, {"train_seg": {"out_dir": "artifacts/seg_bad"}})
+    params = in_project.params({"train_seg": {"out_dir": "artifacts/seg_bad"}})
     name = build_dataset(params.data, "train").names[1]
     f = paths.confidence_mask_file(params, *RUN, name)
     data = f.read_bytes()
@@ -206,7 +179,7 @@ def test_a_missing_confidence_mask_is_named_before_training(in_project, trained)
 
 
 def test_a_pseudo_label_of_the_wrong_size_is_named(in_project, trained):
-    params = _params(in_project, {"train_seg": {"out_dir": "artifacts/seg_bad"}})
+    params = in_project.params({"train_seg": {"out_dir": "artifacts/seg_bad"}})
     name = build_dataset(params.data, "train").names[0]
     f = paths.pseudo_label_file(params, *RUN, name)
     data = f.read_bytes()
@@ -219,7 +192,7 @@ def test_a_pseudo_label_of_the_wrong_size_is_named(in_project, trained):
 
 
 def test_a_missing_resnet101_file_is_named(in_project):
-    params = _params(in_project, {"train_seg": {"backbone": "resnet101", "out_dir": "artifacts/seg_bad",
+    params = in_project.params({"train_seg": {"backbone": "resnet101", "out_dir": "artifacts/seg_bad",
                                                 "backbone_weights": "weights/resnet101-cd907fc2.pth"}})
     with pytest.raises(WeightsError, match="weights/resnet101-cd907fc2.pth"):
         train_seg.train_seg(params, *RUN, progress=False)
@@ -228,7 +201,7 @@ def test_a_missing_resnet101_file_is_named(in_project):
 
 def test_a_coco_pretrained_deeplab_is_refused(in_project):
     with pytest.raises(config.ConfigError, match="COCO-pretrained"):
-        _params(in_project, {"train_seg": {"backbone": "resnet101",
+        in_project.params({"train_seg": {"backbone": "resnet101",
                                            "backbone_weights": "weights/deeplabv1_resnet101-coco.pth"}})
 
 
@@ -258,7 +231,7 @@ def _independent(params: config.Params) -> tuple[dict[str, np.ndarray], float]:
 
 
 def test_eval_seg_writes_palette_pngs_and_the_miou(in_project, trained):
-    params = _params(in_project)
+    params = in_project.params()
     m = eval_seg.eval_seg(params, *RUN, progress=False)
     preds, miou = _independent(params)
     assert m["miou"] == pytest.approx(miou) and m["no_crf"]["miou"] == pytest.approx(miou) and m["crf"] is False
@@ -274,7 +247,7 @@ def test_eval_seg_writes_palette_pngs_and_the_miou(in_project, trained):
 @pytest.mark.skipif(not crf_available(), reason="pydensecrf (pip install pydensecrf2) is not installed")
 @pytest.mark.parametrize("crf_image", ["real", "beco"])
 def test_eval_seg_with_the_crf_gives_both_scores(in_project, trained, crf_image):
-    params = _params(in_project, {"eval_seg": {"crf": True, "crf_image": crf_image}})
+    params = in_project.params({"eval_seg": {"crf": True, "crf_image": crf_image}})
     m = eval_seg.eval_seg(params, *RUN, progress=False)
     _, miou = _independent(params)
     assert m["no_crf"]["miou"] == pytest.approx(miou) and m["crf"] is True
@@ -282,6 +255,6 @@ def test_eval_seg_with_the_crf_gives_both_scores(in_project, trained, crf_image)
 
 
 def test_eval_seg_without_a_model_names_the_file(in_project):
-    params = _params(in_project, {"train_seg": {"out_dir": "artifacts/nowhere"}})
+    params = in_project.params({"train_seg": {"out_dir": "artifacts/nowhere"}})
     with pytest.raises(DataError, match="nowhere/ssc/seed0/model.pt: no trained segmentation network"):
         eval_seg.eval_seg(params, *RUN, progress=False)

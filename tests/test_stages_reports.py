@@ -4,7 +4,6 @@ small random CAM networks."""
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 
@@ -12,12 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 
 from sslib import config, paths, superpixels
 from sslib.cam import cam_path, save_cam, strided_size
 from sslib.data import build_dataset, synthetic
-from sslib.data.prepare import prepare
 
 TINY = {
     "synthetic": {"n_train": 3, "n_val": 2, "image_size": 32, "max_objects": 2},
@@ -72,35 +69,19 @@ def _write_models(params: config.Params) -> None:
         torch.save({"net": net, "decoder": decoder, "classes": classes}, path)
 
 
+def _write_runs(params: config.Params) -> None:
+    _write_results(params)
+    _write_models(params)
+
+
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("project")
-    cwd, scratch = os.getcwd(), os.environ.pop(paths.SCRATCH_ENV, None)
-    os.chdir(root)
-    try:
-        (root / "params.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
-        params = config.load(root / "params.yaml")
-        synthetic.generate(params.synthetic, progress=False)
-        prepare(params.data, progress=False)
-        items = []
-        for split in ("train", "val"):
-            ds = build_dataset(params.data, split, with_mask=False)
-            items += [(n, ds.image_path(n)) for n in ds.names]
-        superpixels.precompute(items, params.superpixels.out_dir, params.superpixels, workers=1, progress=False)
-        _write_results(params)
-        _write_models(params)
-    finally:
-        os.chdir(cwd)
-        if scratch is not None:
-            os.environ[paths.SCRATCH_ENV] = scratch
-    return root
+def project(tiny_project):
+    return tiny_project(TINY, superpixels=True, then=_write_runs)
 
 
 @pytest.fixture
-def params(project, monkeypatch) -> config.Params:
-    monkeypatch.chdir(project)
-    monkeypatch.delenv(paths.SCRATCH_ENV, raising=False)  # the pipeline's own paths
-    return config.load(project / "params.yaml")
+def params(in_project) -> config.Params:
+    return in_project.load()
 
 
 # --------------------------------------------------------------------------- data_report

@@ -10,12 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
-from sslib import config, paths, superpixels
+from sslib import config, paths
 from sslib.config import deep_merge
-from sslib.data import build_dataset, synthetic
-from sslib.data.prepare import prepare
+from sslib.data import build_dataset
 from sslib.stages import train_cam
 
 TINY = {
@@ -29,41 +27,10 @@ TINY = {
 }
 
 
-def _write_params(root: Path, update: dict) -> Path:
-    path = root / "params.yaml"
-    path.write_text(yaml.safe_dump(deep_merge(TINY, update), sort_keys=False))
-    return path
-
-
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
+def project(tiny_project):
     """A project folder with a tiny synthetic data set, its labels and superpixels."""
-    root = tmp_path_factory.mktemp("project")
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
-        params = config.load(_write_params(root, {}))
-        synthetic.generate(params.synthetic, progress=False)
-        prepare(params.data, progress=False)
-        items = []
-        for split in ("train", "val"):
-            ds = build_dataset(params.data, split, with_mask=False)
-            items += [(n, ds.image_path(n)) for n in ds.names]
-        superpixels.precompute(items, params.superpixels.out_dir, params.superpixels, workers=1, progress=False)
-    finally:
-        os.chdir(cwd)
-    return root
-
-
-@pytest.fixture
-def in_project(project, monkeypatch):
-    monkeypatch.chdir(project)
-    yield project
-    (project / "params.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
-
-
-def _params(root: Path, **update) -> config.Params:
-    return config.load(_write_params(root, update))
+    return tiny_project(TINY, superpixels=True)
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -74,7 +41,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def test_trains_and_writes_outputs(in_project):
-    params = _params(in_project, train_cam={"out_dir": "runs/a"})
+    params = in_project.params(train_cam={"out_dir": "runs/a"})
     m = train_cam.train_cam(params, "ssc", 0, progress=False)
     assert m["epochs"] == 3 and m["steps"] == 6
     assert not any("time" in k or "per_s" in k for k in m)  # machine-dependent: kept apart
@@ -97,11 +64,11 @@ def test_trains_and_writes_outputs(in_project):
 
 
 def test_interrupted_run_resumes_to_the_same_weights(in_project):
-    straight = _params(in_project, train_cam={"out_dir": "runs/straight"})
+    straight = in_project.params(train_cam={"out_dir": "runs/straight"})
     train_cam.train_cam(straight, "+crm", 1, progress=False)
     report = paths.train_reports("+crm", 1)
     finished = {f: (report / f).read_bytes() for f in (paths.LOSSES, paths.METRICS)}
-    resumed = _params(in_project, train_cam={"out_dir": "runs/resumed"})
+    resumed = in_project.params(train_cam={"out_dir": "runs/resumed"})
     assert train_cam.train_cam(resumed, "+crm", 1, progress=False, stop_after_epochs=1) == {"stopped_at_epoch": 1}
     assert not paths.model(resumed, "+crm", 1).exists()
     # an unfinished run leaves the last finished run's reports as they were
@@ -120,12 +87,12 @@ def test_new_run_removes_the_old_model_and_killed_writes(in_project):
     """A run that starts removes the previous run's model.pt (eval_cam must not evaluate it
     beside a new, unfinished checkpoint) and the temporary file a SIGKILL during a checkpoint
     write left behind; a finished run's checkpoint holds no wall-clock time."""
-    p = _params(in_project, train_cam={"out_dir": "runs/stale", "epochs": 2})
+    p = in_project.params(train_cam={"out_dir": "runs/stale", "epochs": 2})
     train_cam.train_cam(p, "cam", 0, progress=False)
     run = paths.train_dir(p, "cam", 0)
     leftover = run / ".checkpoint.pt.tmp-k1ll3d.pt"
     leftover.write_bytes(b"half a checkpoint")
-    p2 = _params(in_project, train_cam={"out_dir": "runs/stale", "epochs": 2, "lr": 0.02})
+    p2 = in_project.params(train_cam={"out_dir": "runs/stale", "epochs": 2, "lr": 0.02})
     assert train_cam.train_cam(p2, "cam", 0, progress=False, stop_after_epochs=1) == {"stopped_at_epoch": 1}
     assert not paths.model(p2, "cam", 0).exists() and not leftover.exists()
     assert sorted(f.name for f in run.iterdir()) == [paths.CHECKPOINT]
@@ -137,7 +104,7 @@ def test_same_run_twice_writes_the_same_files(in_project):
     """What must reproduce does: checkpoint, model and reports are byte-identical across runs."""
     files = {}
     for i in range(2):
-        p = _params(in_project, train_cam={"out_dir": f"runs/twice{i}", "epochs": 1})
+        p = in_project.params(train_cam={"out_dir": f"runs/twice{i}", "epochs": 1})
         train_cam.train_cam(p, "cam", 0, progress=False)
         rep, run = paths.train_reports("cam", 0), paths.train_dir(p, "cam", 0)
         files[i] = {f: (run / f).read_bytes() for f in (paths.MODEL, paths.CHECKPOINT)}
@@ -146,9 +113,9 @@ def test_same_run_twice_writes_the_same_files(in_project):
 
 
 def test_changed_settings_do_not_resume_a_foreign_checkpoint(in_project, capsys):
-    p = _params(in_project, train_cam={"out_dir": "runs/foreign", "epochs": 2})
+    p = in_project.params(train_cam={"out_dir": "runs/foreign", "epochs": 2})
     train_cam.train_cam(p, "baseline", 0, progress=False, stop_after_epochs=1)
-    p2 = _params(in_project, train_cam={"out_dir": "runs/foreign", "epochs": 2, "lr": 0.02})
+    p2 = in_project.params(train_cam={"out_dir": "runs/foreign", "epochs": 2, "lr": 0.02})
     train_cam.train_cam(p2, "baseline", 0, progress=False)
     assert "train_cam: runs/foreign/baseline/seed0/checkpoint.pt was written with other settings" \
         in capsys.readouterr().err
@@ -165,7 +132,7 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(in_project, monkeyp
         return out * float("nan") if calls["n"] > 2 else out  # epoch 1 (2 steps) is fine
 
     monkeypatch.setattr(losses, "classification_loss", poisoned)
-    p = _params(in_project, train_cam={"out_dir": "runs/nan"})
+    p = in_project.params(train_cam={"out_dir": "runs/nan"})
     with pytest.raises(train_cam.NonFiniteLossError, match=r"epoch 2.*after epoch 1\) is kept.*train_cam\.lr"):
         train_cam.train_cam(p, "cam", 0, progress=False)
     ck = torch.load(paths.checkpoint(p, "cam", 0), map_location="cpu", weights_only=True)
@@ -179,17 +146,17 @@ def test_two_process_ddp_step_equals_single_process(in_project):
     """One optimisation step on a global batch of 4: 2 gloo processes x 2 images == 1 x 4."""
     update = {"train_cam": {"epochs": 1, "batch_size": 4}, "runs": {"variants": ["ssc"]},
               "ssc": {"warmup_epochs": 0}}
-    _write_params(in_project, deep_merge(update, {"train_cam": {"out_dir": "runs/single"}}))
+    in_project.write_params(deep_merge(update, {"train_cam": {"out_dir": "runs/single"}}))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = subprocess.run([sys.executable, "-m", "sslib.stages.train_cam", "--variant", "ssc", "--seed", "0"],
                          cwd=in_project, env=env, check=True, capture_output=True, text=True)
-    _write_params(in_project, deep_merge(update, {"train_cam": {"out_dir": "runs/ddp"}, "runs": {"devices": 2}}))
+    in_project.write_params(deep_merge(update, {"train_cam": {"out_dir": "runs/ddp"}, "runs": {"devices": 2}}))
     from sslib.distributed import torchrun_command
 
     cmd = torchrun_command("sslib.stages.train_cam", ["--variant", "ssc", "--seed", "0"], nproc_per_node=2)
     r = subprocess.run(cmd, cwd=in_project, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
-    single, ddp = (_params(in_project, train_cam={"out_dir": f"runs/{d}"}) for d in ("single", "ddp"))
+    single, ddp = (in_project.params(train_cam={"out_dir": f"runs/{d}"}) for d in ("single", "ddp"))
     a, b = _weights(paths.model(single, "ssc", 0)), _weights(paths.model(ddp, "ssc", 0))
     for k in a:
         if k.startswith("net."):  # SGD: the weights after the step agree
@@ -202,7 +169,7 @@ def test_two_process_ddp_step_equals_single_process(in_project):
     for k in ca:
         torch.testing.assert_close(ca[k]["exp_avg"], cb[k]["exp_avg"], rtol=1e-4, atol=1e-8)
     # and the step did move the weights away from their (seeded) initial values
-    params = config.load(in_project / "params.yaml")
+    params = in_project.load()
     torch.manual_seed(0)
     init = train_cam._build(params, config.variant_config(params, "ssc"), 6, torch.device("cpu"))
     start = {f"net.{k}": v for k, v in init.net.state_dict().items()}
@@ -224,7 +191,7 @@ def test_eval_cam_makes_and_evaluates_the_cams_of_a_trained_run(in_project):
     from sslib.io import DataError
     from sslib.stages import eval_cam
 
-    params = _params(in_project, train_cam={"out_dir": "runs/e", "epochs": 1},
+    params = in_project.params(train_cam={"out_dir": "runs/e", "epochs": 1},
                      eval_cam={"out_dir": "cams", "scales": [1.0, 0.5], "batch_size": 3})
     with pytest.raises(DataError, match="runs/e/cam/seed0/model.pt: no trained model"):
         eval_cam.eval_cam(params, "cam", 0, progress=False)
@@ -259,16 +226,16 @@ def test_eval_cam_under_two_gloo_processes_makes_the_single_process_cams(in_proj
     from sslib.stages import eval_cam
 
     train = {"out_dir": "runs/shard", "epochs": 1}
-    single = _params(in_project, train_cam=train, eval_cam={"out_dir": "cams/single", "batch_size": 1})
+    single = in_project.params(train_cam=train, eval_cam={"out_dir": "cams/single", "batch_size": 1})
     train_cam.train_cam(single, "cam", 0, progress=False)
     m1 = eval_cam.eval_cam(single, "cam", 0, progress=False)
-    _write_params(in_project, {"train_cam": train, "eval_cam": {"out_dir": "cams/ddp", "batch_size": 1},
+    in_project.write_params({"train_cam": train, "eval_cam": {"out_dir": "cams/ddp", "batch_size": 1},
                                "runs": {"devices": 2}})
     cmd = torchrun_command("sslib.stages.eval_cam", ["--variant", "cam", "--seed", "0"], nproc_per_node=2)
     r = subprocess.run(cmd, cwd=in_project, env={**os.environ, "OMP_NUM_THREADS": "1"},
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
-    ddp = _params(in_project, train_cam=train, eval_cam={"out_dir": "cams/ddp", "batch_size": 1})
+    ddp = in_project.params(train_cam=train, eval_cam={"out_dir": "cams/ddp", "batch_size": 1})
     files = {d: sorted(p.relative_to(paths.cam_dir(q, "cam", 0)) for p in paths.cam_dir(q, "cam", 0).rglob("*.npz"))
              for d, q in (("single", single), ("ddp", ddp))}
     assert files["single"] == files["ddp"] and len(files["single"]) == 6  # 4 train + 2 val images

@@ -12,13 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
 
 from sslib import config, paths
-from sslib.config import deep_merge
-from sslib.data import LabelMapDataset, ScaleCropTransform, build_dataset, synthetic
-from sslib.data.prepare import prepare
+from sslib.data import LabelMapDataset, ScaleCropTransform, build_dataset
 from sslib.data.transforms import normalize
 from sslib.io import DataError
 from sslib.formats import IGNORE_INDEX
@@ -54,12 +51,6 @@ def _quiet_random_init():
         yield
 
 
-def _write_params(root: Path, update: dict | None = None) -> Path:
-    path = root / "params.yaml"
-    path.write_text(yaml.safe_dump(deep_merge(TINY, update or {}), sort_keys=False))
-    return path
-
-
 def _ir_label(mask: np.ndarray) -> np.ndarray:
     """The ground truth with a vertical band of uncertain (255) pixels."""
     ir = mask.astype(np.uint8).copy()
@@ -88,35 +79,17 @@ def _report_bytes(variant: str, seed: int) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
+def project(tiny_project):
     """A tiny synthetic project with the IR labels of run ssc/0 (the ground truth with a band)."""
-    root = tmp_path_factory.mktemp("irn_project")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        mp.delenv(paths.SCRATCH_ENV, raising=False)
-        params = config.load(_write_params(root))
-        synthetic.generate(params.synthetic, progress=False)
-        prepare(params.data, progress=False)
-        _write_ir_labels(params, *RUN)
-    return root
-
-
-@pytest.fixture
-def in_project(project, monkeypatch) -> Path:
-    monkeypatch.chdir(project)
-    monkeypatch.delenv(paths.SCRATCH_ENV, raising=False)
-    yield project
-    _write_params(project)
+    return tiny_project(TINY, "irn_project", then=lambda params: _write_ir_labels(params, *RUN))
 
 
 @pytest.fixture(scope="module")
 def trained(project) -> dict:
     """One uninterrupted run of ssc/0 (2 epochs): what it returned and what it wrote."""
-    with pytest.MonkeyPatch.context() as mp, warnings.catch_warnings():
+    with project.entered(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=RANDOM_INIT)
-        mp.chdir(project)
-        mp.delenv(paths.SCRATCH_ENV, raising=False)
-        params = config.load(_write_params(project))
+        params = project.params()
         metrics = train_irn.train_irn(params, *RUN, progress=False)
         return {"metrics": metrics, "state": _state(paths.irn_model(params, *RUN)),
                 "reports": _report_bytes(*RUN), "model_bytes": paths.irn_model(params, *RUN).read_bytes()}
@@ -227,7 +200,7 @@ def test_scale_crop_rescales_by_the_drawn_factor():
 
 # --------------------------------------------------------------------------- the data set
 def test_label_map_dataset_names_a_missing_or_mis_sized_label(in_project, tmp_path):
-    params = config.load(in_project / "params.yaml")
+    params = in_project.load()
     base = build_dataset(params.data, params.data.train_split, with_mask=False)
     folder = tmp_path / "labels"
     ds = LabelMapDataset(base, "ir_label", lambda name: folder / f"{name}.png", load_ir_label)
@@ -247,7 +220,7 @@ def test_label_map_dataset_names_a_missing_or_mis_sized_label(in_project, tmp_pa
 
 
 def test_the_stage_dataset_gives_reduced_labels_of_the_ir_label_files(in_project):
-    params = config.load(in_project / "params.yaml")
+    params = in_project.load()
     ds = train_irn._dataset(params, *RUN)
     gt = build_dataset(params.data, params.data.train_split)
     s = ds[1]
@@ -259,7 +232,7 @@ def test_the_stage_dataset_gives_reduced_labels_of_the_ir_label_files(in_project
 
 # --------------------------------------------------------------------------- training
 def test_trains_the_edge_branch_only_and_writes_model_and_reports(in_project, trained):
-    params = config.load(in_project / "params.yaml")
+    params = in_project.load()
     m = trained["metrics"]
     # 3 images, batch 2: one step per epoch (the incomplete batch is dropped)
     assert (m["epochs"], m["steps"], m["backbone"], m["world_size"]) == (2, 2, "efficientnet_lite0", 1)
@@ -307,7 +280,7 @@ def test_trains_the_edge_branch_only_and_writes_model_and_reports(in_project, tr
 
 
 def test_interrupted_run_resumes_to_the_same_weights(in_project, trained, capsys):
-    resumed = config.load(_write_params(in_project, {"train_irn": {"out_dir": "runs/resumed"}}))
+    resumed = in_project.params({"train_irn": {"out_dir": "runs/resumed"}})
     assert train_irn.train_irn(resumed, *RUN, progress=False, stop_after_epochs=1) == {"stopped_at_epoch": 1}
     assert not paths.irn_model(resumed, *RUN).exists()
     ck = torch.load(paths.irn_checkpoint(resumed, *RUN), map_location="cpu", weights_only=True)
@@ -328,7 +301,7 @@ def test_interrupted_run_resumes_to_the_same_weights(in_project, trained, capsys
 
 def test_other_ir_labels_do_not_resume_a_checkpoint(in_project, capsys):
     """The fingerprint holds the IR labels' meta.json: new labels train from the start."""
-    params = config.load(_write_params(in_project, {"train_irn": {"out_dir": "runs/relabelled"}}))
+    params = in_project.params({"train_irn": {"out_dir": "runs/relabelled"}})
     labels = _write_ir_labels(params, "baseline", 0)
     assert train_irn.train_irn(params, "baseline", 0, progress=False, stop_after_epochs=1) == {"stopped_at_epoch": 1}
     (labels / "meta.json").write_text(json.dumps({"made_by": "test_train_irn", "other": "settings"}))
@@ -340,7 +313,7 @@ def test_other_ir_labels_do_not_resume_a_checkpoint(in_project, capsys):
 
 
 def test_a_missing_ir_label_stops_the_run_naming_it(in_project, capsys):
-    params = config.load(in_project / "params.yaml")
+    params = in_project.load()
     names = build_dataset(params.data, params.data.train_split).names
     labels = _write_ir_labels(params, "cam", 0, skip=(names[0],))
     missing = labels / f"{names[0]}.png"
@@ -357,7 +330,7 @@ def test_a_missing_ir_label_stops_the_run_naming_it(in_project, capsys):
 
 def test_a_missing_ir_label_found_during_training_names_it(in_project):
     """Seed 0: image 1 is first drawn in epoch 2 (3 images, batch 2), after epoch 1's checkpoint."""
-    params = config.load(in_project / "params.yaml")
+    params = in_project.load()
     names = build_dataset(params.data, params.data.train_split).names
     labels = _write_ir_labels(params, "+crm", 0, skip=(names[1],))
     with pytest.raises(DataError, match=re.escape(f"{labels / names[1]}.png: IR label file missing")):
@@ -368,7 +341,7 @@ def test_a_missing_ir_label_found_during_training_names_it(in_project):
 
 def test_a_missing_ir_label_of_an_image_never_drawn_still_stops_the_run(in_project):
     """Seed 2, 2 epochs of one batch of 2 out of 3 images: image 2 is never drawn."""
-    params = config.load(in_project / "params.yaml")
+    params = in_project.load()
     names = build_dataset(params.data, params.data.train_split).names
     _write_ir_labels(params, "+asm", 2, skip=(names[2],))
     with pytest.raises(DataError, match=names[2]):
