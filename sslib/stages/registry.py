@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..config import Params, to_dict, variant_config
+from ..registry import LOSS_NETWORKS
 
 __all__ = ["Stage", "REGISTRY", "STAGES", "PER_RUN", "DOWNSTREAM", "BY_NAME", "pick", "drop", "variant_settings",
            "runs_of"]
@@ -92,7 +93,7 @@ def _train_cam(params: Params, variant: str | None) -> dict[str, Any]:
         drop(out, *_RECONSTRUCTION_ONLY)
     elif v["rec_loss"] != "perceptual":
         drop(out, "model.loss_network", "model.vgg_weights")
-    elif params.model.loss_network != "vgg19":
+    elif not LOSS_NETWORKS.get(params.model.loss_network).get("needs_vgg_weights", False):
         drop(out, "model.vgg_weights")
     if not v["alignment"]:
         drop(out, "superpixels")
@@ -107,8 +108,8 @@ def _train_irn(params: Params, variant: str | None) -> dict[str, Any]:
 
 
 def _eval_cam(params: Params, variant: str | None) -> dict[str, Any]:
-    return {**pick(params, "data", "runs.devices", "train_cam.out_dir", "eval_cam"),
-            "variant": {"drs_delta": variant_config(params, variant).drs_delta}}
+    """The CAM network comes whole from model.pt (its expansion too): no variant settings."""
+    return pick(params, "data", "runs.devices", "train_cam.out_dir", "eval_cam")
 
 
 def _inspect_cams(params: Params, variant: str | None) -> dict[str, Any]:
