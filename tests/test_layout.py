@@ -181,7 +181,8 @@ def _reads(stage: str, key: str) -> bool:
     helpers = {  # sslib helpers that read a key of the params they are given
         "train_cam.out_dir": ("paths.train_dir", "paths.model", "paths.checkpoint", "load_run"),
         "eval_cam.out_dir": ("paths.cam_dir",),
-        "ssc": ("variant_config", "load_run"), "ssc.drs_delta": ("variant_config", "load_run"),
+        "ssc": ("variant_config", "load_run"), "ssc.expansion": ("variant_config", "load_run"),
+        "ssc.expansions": ("variant_config", "load_run"),
         "variants": ("variant_config", "load_run"), "runs.devices": ("run_here_or_torchrun", "_training.run("),
         **OUT_DIR_HELPERS,
     }

@@ -62,6 +62,9 @@ def variant_settings(params: Params, variant: str) -> dict[str, Any]:
         off |= {"rec_loss", "beta_rec"}
     if not v["alignment"]:
         off |= {"beta_align", "align_threshold", "align_erosion", "warmup_epochs"}
+    v["expansions"] = {k: x for k, x in v["expansions"].items() if k == v["expansion"]}  # only the chosen one's
+    if not v["expansions"]:
+        off.add("expansions")
     return {k: x for k, x in v.items() if k not in off}
 
 
