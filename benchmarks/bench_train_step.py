@@ -28,7 +28,7 @@ import time
 import torch
 
 from sslib.losses import alignment_loss, classification_loss
-from sslib.models import CAMNet, Decoder, build_reconstruction_loss
+from sslib.models import CAMNet, Decoder, DRSSettings, build_reconstruction_loss
 
 
 def _median_ms(fn, device: torch.device, repeats: int) -> float:
@@ -73,7 +73,7 @@ def main() -> None:
     sp = ((yy // cell) * side + xx // cell).expand(n, s, s).contiguous().to(device)
 
     weights = "packaged" if args.backbone == "efficientnet_lite0" else "none"  # the frozen groups as in a run
-    net = CAMNet(c, backbone=args.backbone, drs_delta=0.55, weights=weights).to(device).train()
+    net = CAMNet(c, backbone=args.backbone, expansion=("drs", DRSSettings(0.55)), weights=weights).to(device).train()
     decoder = Decoder(c, width=args.decoder_width).to(device).train()
     perceptual = build_reconstruction_loss("perceptual", "none", args.loss_network).to(device)
     l1 = build_reconstruction_loss("l1").to(device)
@@ -107,7 +107,7 @@ def main() -> None:
     total = sum(ms[k] for k in ("classifier", "decoder", "perceptual", "alignment"))
     print(f"CAM training step, batch {n}, crop {s}, {c} classes, {device} "
           f"({torch.get_num_threads()} threads{', channels_last' if args.channels_last else ''}), median of {args.repeats}")
-    print(f"| part | ms / step | share of the ssc step |\n|---|---:|---:|")
+    print("| part | ms / step | share of the ssc step |\n|---|---:|---:|")
     for k, v in ms.items():
         share = f"{100 * v / total:.0f} %" if k != "l1 rec loss" else "(instead of perceptual)"
         print(f"| {k} | {v:.1f} | {share} |")

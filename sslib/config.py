@@ -196,6 +196,12 @@ def _check_choices(obj: Any, prefix: str) -> None:
                               f"{entry.name!r} needs its settings {names}")
 
 
+def _packaged(table: str) -> str:
+    """The entries of ``table`` that declare ``packaged_weights`` (for messages)."""
+    reg = _registry(table)
+    return ", ".join(n for n in reg.names() if reg.get(n).get("packaged_weights", False)) or "no entry"
+
+
 def chosen(section: Any, field_name: str) -> tuple[Any, Any]:
     """``(entry, its settings or None)`` that ``section.<field_name>`` (a :func:`one_of`) chooses."""
     f = {g.name: g for g in dataclasses.fields(section)}[field_name]
@@ -304,11 +310,6 @@ class AugmentConfig:
              "augment.resize_long", "need [min, max] with 0 < min <= max")
 
 
-#: frozen backbone groups a ``model.backbone`` has (``model.frozen_stages`` at most this):
-#: ResNet-50: stem + layer1, layer2, layer3, layer4; Lite0: stem, block groups 0-6, head
-BACKBONE_GROUPS = {"resnet50": 4, "efficientnet_lite0": 9}
-
-
 @dataclass
 class ModelConfig:
     """The CAM network (a backbone at output stride 16), its decoder and the perceptual loss's network.
@@ -320,11 +321,12 @@ class ModelConfig:
     with a message saying where to put the file.
     """
 
-    backbone: Literal["resnet50", "efficientnet_lite0"]
+    backbone: str = one_of("backbones")
     backbone_weights: str
-    loss_network: Literal["vgg19", "efficientnet_lite0"]
+    loss_network: str = one_of("loss_networks")
     vgg_weights: str
-    frozen_stages: int | Literal["auto"] = num(ge=0, le=max(BACKBONE_GROUPS.values()))
+    #: at most the backbone's ``groups`` (its entry's info)
+    frozen_stages: int | Literal["auto"] = num(ge=0)
     bn_eval: bool | Literal["auto"]
     decoder_width: int = num(ge=8, multiple_of=8)
 
@@ -335,14 +337,15 @@ class ModelConfig:
             need(Path(value).is_absolute() or not parts or parts[0] != "data", key,
                  f"{value!r} lies inside data/, which DVC tracks as a whole (data.dvc) and would swallow "
                  f"the file; put it under weights/ instead (e.g. weights/{Path(value).name})")
-        need(self.backbone_weights != "packaged" or self.backbone == "efficientnet_lite0", "model.backbone_weights",
-             f"packaged weights exist for efficientnet_lite0 only; model.backbone {self.backbone} needs "
+        backbone, _ = chosen(self, "backbone")
+        need(self.backbone_weights != "packaged" or backbone.get("packaged_weights", False), "model.backbone_weights",
+             f"packaged weights exist for {_packaged('backbones')} only; model.backbone {self.backbone} needs "
              "a torchvision file under weights/ (or none)")
         need(self.vgg_weights != "packaged", "model.vgg_weights",
-             "no VGG-19 weights are packaged: give torchvision's file under weights/, or none, or "
-             "model.loss_network: efficientnet_lite0")
-        most = BACKBONE_GROUPS[self.backbone]
-        need(self.frozen_stages == "auto" or self.frozen_stages <= most, "model.frozen_stages",
+             "no VGG-19 weights are packaged: give torchvision's file under weights/, or none, or a "
+             "model.loss_network that does not read it (e.g. efficientnet_lite0)")
+        most = backbone.get("groups")
+        need(self.frozen_stages == "auto" or most is None or self.frozen_stages <= most, "model.frozen_stages",
              f"{self.backbone} has {most} groups, got {self.frozen_stages}")
 
 
@@ -384,7 +387,9 @@ class RunsConfig:
 class VariantConfig:
     """What one ablation variant switches on; ``variants.<name>`` overrides ``ssc``."""
 
-    drs_delta: float = num(ge=0, le=1)
+    expansion: str = one_of("expansions", settings="expansions")
+    #: expansion name -> its settings (each checked as that entry's settings dataclass)
+    expansions: dict[str, Any] = settings_of_each("expansions")
     reconstruction: bool
     rec_loss: Literal["perceptual", "l1", "l2"]
     beta_rec: float = num(ge=0)
@@ -522,7 +527,7 @@ class TrainSegConfig:
     method: str = one_of("seg_methods", settings="methods")
     #: method name -> its settings (:data:`sslib.registry.SEG_METHODS`)
     methods: dict[str, Any] = settings_of_each("seg_methods")
-    backbone: Literal["resnet101", "efficientnet_lite0"]
+    backbone: str = one_of("seg_backbones")
     backbone_weights: str
     output_stride: int = num(ge=8, le=16, multiple_of=8)
     epochs: int = num(ge=1)
@@ -548,10 +553,12 @@ class TrainSegConfig:
         need(self.batch_size % multiple == 0, "train_seg.batch_size",
              f"the segmentation method {self.method!r} needs a batch that is a multiple of {multiple}, "
              f"got {self.batch_size}")
-        need(self.backbone_weights != "packaged" or self.backbone == "efficientnet_lite0",
+        backbone, _ = chosen(self, "backbone")
+        files = backbone.get("weight_files") or ()
+        need(self.backbone_weights != "packaged" or backbone.get("packaged_weights", False),
              "train_seg.backbone_weights",
-             f"packaged weights exist for efficientnet_lite0 only; {self.backbone} needs a torchvision "
-             "file under weights/ (e.g. weights/resnet101-cd907fc2.pth)")
+             f"packaged weights exist for {_packaged('seg_backbones')} only; {self.backbone} needs a torchvision "
+             "file under weights/" + (f" (e.g. weights/{files[0]})" if files else ""))
         need("coco" not in Path(self.backbone_weights).name.lower(), "train_seg.backbone_weights",
              f"{self.backbone_weights!r} looks like a COCO-pretrained DeepLab: that puts pixel supervision "
              "into a weakly supervised pipeline; use ImageNet weights")

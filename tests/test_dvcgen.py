@@ -82,7 +82,8 @@ def test_closure_follows_lazy_relative_and_reexported_imports(tmp_path):
 
 def test_variant_settings_drop_what_the_variant_switches_off():
     cam, ssc = variant_settings(PARAMS, "cam"), variant_settings(PARAMS, "ssc")
-    assert set(cam) == {"drs_delta", "reconstruction", "alignment"}
+    assert set(cam) == {"expansion", "reconstruction", "alignment"}
+    assert variant_settings(PARAMS, "ssc")["expansions"] == {"drs": {"delta": PARAMS.ssc.expansions["drs"].delta}}
     assert set(ssc) == set(config.to_dict(config.variant_config(PARAMS, "ssc")))
     plus_crm = BY_NAME["train_cam"].settings(PARAMS, "+crm")
     assert "align_erosion" not in plus_crm["variant"] and "superpixels" not in plus_crm

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from sslib.models import BoundaryNet, CAMNet, DeepLabV2
+from sslib.models import BoundaryNet, CAMNet, DeepLabV2, DRSSettings
 from sslib.models.fold import fold_batchnorm
 
 
@@ -29,7 +29,7 @@ def _batchnorms(net: nn.Module) -> int:
 @pytest.mark.parametrize("backbone", ["efficientnet_lite0", "resnet50"])
 def test_folded_cam_network_gives_the_same_scores_and_cams(backbone):
     torch.manual_seed(0)
-    net = _random_statistics(CAMNet(3, backbone=backbone, drs_delta=0.55, weights=None, frozen_stages=0, bn_eval=False))
+    net = _random_statistics(CAMNet(3, backbone=backbone, expansion=("drs", DRSSettings(0.55)), weights=None, frozen_stages=0, bn_eval=False))
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         ref = net(x)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sslib.io import DataError
-from sslib.models import BoundaryNet, load_boundary_net
+from sslib.models import DRS, BoundaryNet, load_boundary_net
 from sslib.models.backbones import build_backbone
 from sslib.models.irn import EdgeTap
 
@@ -48,7 +48,7 @@ def _edge_params(net: BoundaryNet) -> set[int]:
 ])
 def test_taps_have_the_declared_channels_and_strides_and_end_in_forward(name, strides, channels):
     torch.manual_seed(0)
-    bb = build_backbone(name, drs_delta=0.55, weights=WEIGHTS[name], frozen_stages=0, bn_eval=True).eval()
+    bb = build_backbone(name, DRS(0.55), weights=WEIGHTS[name], frozen_stages=0, bn_eval=True).eval()
     assert (bb.tap_strides, bb.tap_channels) == (strides, channels)
     x = _images(1, 50, 37)
     with torch.no_grad():
@@ -61,7 +61,7 @@ def test_taps_have_the_declared_channels_and_strides_and_end_in_forward(name, st
 def test_resnet_taps_follow_forward_in_training_with_drs():
     """ResNet's DRS on the layer2 output runs in training only; taps sees it as forward does."""
     torch.manual_seed(0)
-    bb = build_backbone("resnet50", drs_delta=0.55, weights="none", frozen_stages=2, bn_eval=True).train()
+    bb = build_backbone("resnet50", DRS(0.55), weights="none", frozen_stages=2, bn_eval=True).train()
     x = _images(2, 48, 40)
     with torch.no_grad():
         torch.testing.assert_close(bb.taps(x)[-1], bb(x))
@@ -69,7 +69,7 @@ def test_resnet_taps_follow_forward_in_training_with_drs():
 
 def test_frozen_stages_all_freezes_every_group():
     for name in BACKBONES:
-        bb = build_backbone(name, drs_delta=0.0, weights=WEIGHTS[name], frozen_stages="all", bn_eval=True)
+        bb = build_backbone(name, None, weights=WEIGHTS[name], frozen_stages="all", bn_eval=True)
         assert bb.frozen_stages == len(bb.stages())
         assert not any(p.requires_grad for p in bb.parameters())
 
@@ -85,7 +85,7 @@ def test_output_is_one_logit_at_stride_4(net, h, w):
 
 
 def test_built_without_drs_and_fully_frozen(net):
-    assert net.backbone.drs_delta == 0.0 and net.backbone.bn_eval
+    assert net.backbone.expansion is None and net.backbone.bn_eval
     assert net.backbone.frozen_stages == len(net.backbone.stages())
 
 

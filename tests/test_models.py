@@ -13,7 +13,7 @@ from torch import nn
 from sslib.config import ConfigError
 from sslib.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from sslib.models import (
-    CAMNet, Decoder, DRSBottleneck, LayerNorm2d, PerceptualLoss, WeightsError,
+    CAMNet, Decoder, DRSSettings, ExpandedBottleneck, LayerNorm2d, PerceptualLoss, WeightsError,
     build_reconstruction_loss, drs, imagenet_to_tanh, tanh_to_imagenet,
 )
 
@@ -159,8 +159,8 @@ def _check_capped(out: torch.Tensor, pre: torch.Tensor, delta: float) -> None:
 
 def test_drs_caps_layer4_always_and_stage2_only_in_training():
     delta = 0.55
-    net = _net(drs_delta=delta)
-    assert all(isinstance(b, DRSBottleneck) for b in net.backbone.layer4)
+    net = _net(expansion=("drs", DRSSettings(delta)))
+    assert all(isinstance(b, ExpandedBottleneck) for b in net.backbone.layer4)
     for training in (True, False):
         net.train(training)
         blocks, relus, l3_in, l2_out = [], [], [], []
@@ -193,10 +193,10 @@ def _plain_resnet_cams(net: CAMNet, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(f, net.classifier.weight)
 
 
-def test_drs_delta_zero_is_the_plain_relu_network():
+def test_expansion_none_is_the_plain_relu_network():
     x = _images()
-    plain = _net(drs_delta=0.0)
-    assert not any(isinstance(b, DRSBottleneck) for b in plain.backbone.layer4)
+    plain = _net(expansion=("none", None))
+    assert not any(isinstance(b, ExpandedBottleneck) for b in plain.backbone.layer4)
     ref = _plain_resnet_cams(plain, x)
     for training in (True, False):
         plain.train(training)
@@ -204,7 +204,7 @@ def test_drs_delta_zero_is_the_plain_relu_network():
             _, cams = plain(x)
         torch.testing.assert_close(cams, ref)
     # the same weights with DRS on give other CAMs
-    with_drs = _net(drs_delta=0.55)
+    with_drs = _net(expansion=("drs", {"delta": 0.55}))
     with_drs.load_state_dict(plain.state_dict())
     with torch.no_grad():
         _, cams = with_drs.eval()(x)

@@ -55,18 +55,19 @@ def _write_results(params: config.Params) -> None:
 
 def _write_models(params: config.Params) -> None:
     """Random CAM networks as the train_cam stage saves them (ssc with a decoder)."""
-    from sslib.models import CAMNet, Decoder
+    from sslib.models import CAMNet, Decoder, DRSSettings
 
     classes = list(build_dataset(params.data, "train").classes)
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        net = CAMNet(len(classes), drs_delta=0.5, weights="none", frozen_stages=0, bn_eval=False).state_dict()
+        net = CAMNet(len(classes), expansion=("drs", DRSSettings(0.5)), weights="none", frozen_stages=0, bn_eval=False).state_dict()
     for v in params.runs.variants:  # the same weights (what differs here is the decoder)
         decoder = Decoder(len(classes)).state_dict() if v == "ssc" else None
         path = paths.model(params, v, 0)
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"net": net, "decoder": decoder, "classes": classes}, path)
+        torch.save({"net": net, "decoder": decoder, "classes": classes,
+                    "expansion": {"name": "drs", "settings": {"delta": 0.5}}}, path)
 
 
 def _write_runs(params: config.Params) -> None:

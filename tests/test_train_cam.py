@@ -59,8 +59,9 @@ def test_trains_and_writes_outputs(in_project):
     assert metrics == m and list(m) == ["variant", "seed", "epochs", "steps", "final", "device", "world_size"]
     assert list(m["final"]) == ["loss", "cls", "rec", "align"] and all(x == x for x in m["final"].values())
     ck = torch.load(paths.model(params, "ssc", 0), map_location="cpu", weights_only=True)
-    assert list(ck) == ["net", "decoder", "classes", "variant", "seed", "settings", "model"]
+    assert list(ck) == ["net", "decoder", "classes", "variant", "seed", "settings", "model", "expansion"]
     assert ck["variant"] == "ssc" and len(ck["classes"]) == 6 and ck["decoder"] is not None
+    assert ck["expansion"] == {"name": params.ssc.expansion, "settings": {"delta": params.ssc.expansions["drs"].delta}}
 
 
 def test_interrupted_run_resumes_to_the_same_weights(in_project):

@@ -1,7 +1,8 @@
 """Networks and reconstruction losses of SSC.
 
 * :class:`CAMNet`: a backbone (ResNet-50 or EfficientNet-Lite0, output stride 16, see
-  :mod:`sslib.models.backbones`) with DRS and a 1x1 classifier; ``scores, cams = net(images)``;
+  :mod:`sslib.models.backbones`) with a CAM expansion (DRS or none, :mod:`sslib.models.expansions`)
+  and a 1x1 classifier; ``scores, cams = net(images)``;
 * :class:`BoundaryNet`: IRN's class-boundary branch on a frozen backbone; ``logits = net(images)``
   at stride 4, ``net.boundary(images)`` flip-averaged probabilities (:mod:`sslib.models.irn`);
 * :class:`DeepLabV2`: the segmentation network (ResNet-101 at stride 8 or Lite0, the summed
@@ -16,10 +17,12 @@
 """
 from __future__ import annotations
 
-from .backbones import BACKBONES, build_backbone
-from .cam_net import CAMNet, DRSBottleneck, drs, load_trained
+from .backbones import BACKBONES, ExpandedBottleneck, build_backbone
+from .cam_net import CAMNet, load_trained
 from .deeplab import DeepLabV2, load_seg_nets
 from .decoder import Decoder, LayerNorm2d
+from ..registry import EXPANSIONS
+from .expansions import DRS, DRSSettings, build_expansion, drs
 from .fold import fold_batchnorm
 from .irn import BoundaryNet, load_boundary_net
 from .perceptual import (
@@ -29,7 +32,8 @@ from .perceptual import (
 from .weights import WeightsError, load_weights
 
 __all__ = [
-    "BACKBONES", "LOSS_NETWORKS", "build_backbone", "CAMNet", "DRSBottleneck", "drs", "load_trained", "Decoder", "LayerNorm2d", "PerceptualLoss", "ReconstructionLoss",
+    "BACKBONES", "LOSS_NETWORKS", "EXPANSIONS", "build_backbone", "CAMNet", "ExpandedBottleneck", "drs", "DRS",
+    "DRSSettings", "build_expansion", "load_trained", "Decoder", "LayerNorm2d", "PerceptualLoss", "ReconstructionLoss",
     "build_reconstruction_loss", "tanh_to_imagenet", "imagenet_to_tanh", "VGG_LAYER_INDICES",
     "VGG_LAYER_NAMES", "VGG_LAYER_WEIGHTS", "WeightsError", "load_weights",
     "BoundaryNet", "load_boundary_net", "DeepLabV2", "load_seg_nets", "fold_batchnorm",

@@ -1,19 +1,26 @@
 """CAM-network backbones behind one interface: ResNet-50 (the paper's) and EfficientNet-Lite0.
 
 A backbone maps ImageNet-normalised images (N, 3, H, W) to non-negative features
-(N, C, ceil(H/16), ceil(W/16)) at output stride 16, with DRS inside it. Each one:
+(N, C, ceil(H/16), ceil(W/16)) at output stride 16, with a CAM expansion (``ssc.expansion``,
+:mod:`sslib.models.expansions`; SSC's is DRS) inside it. Each one is an entry of
+:data:`sslib.registry.BACKBONES` (``model.backbone``), built by :func:`build_backbone`, and
+declares in its ``info``: ``groups`` (its freezing groups, the most ``model.frozen_stages``
+may be), ``frozen_auto`` (what ``frozen_stages: auto`` freezes with ImageNet weights),
+``packaged_weights`` (whether ``backbone_weights: packaged`` exists for it) and
+``expansion_points`` (where it applies the expansion, in words). Each one has:
 
 * ``out_channels``: C (2048 for ResNet-50, 1280 for Lite0);
 * ``stages()``: its modules in freezing groups, input side first. With ``frozen_stages = k``
   the first k groups get no gradient (``requires_grad=False``, their output detached);
 * ``bn_eval``: every BatchNorm uses its stored statistics, even in ``train()`` mode
   (IRN/SSC's ``FixedBatchNorm``); the BN layers of frozen groups always do;
-* ``forward(x)``: the features, with DRS (``min(x, delta * max_hw(x))``) where the
-  backbone applies it (below); ``drs_delta = 0`` switches DRS off (the plain CAM);
+* ``expansion``: the expansion module (one module, applied at every point the backbone
+  declares, below), or None (the plain CAM);
+* ``forward(x)``: the features, with the expansion where the backbone applies it;
 * ``taps(x)``: five intermediate feature maps, shallow to deep, for IRN's boundary branch
   (:class:`sslib.models.irn.BoundaryNet`); tap ``i`` has ``tap_channels[i]`` channels at
   stride ``tap_strides[i]`` (sizes ``ceil(H / s)``). The same computation as ``forward``
-  (DRS, the detached outputs of frozen groups), so ``taps(x)[-1]`` equals ``forward(x)``.
+  (the expansion, the detached outputs of frozen groups), so ``taps(x)[-1]`` equals ``forward(x)``.
 
 *Taps.* ResNet-50, as IRN's ``resnet50_irn.Net`` (its ``x1 .. x5``): the stem after the max
 pool (64 ch, stride 4), ``layer1`` (256, 4), ``layer2`` (512, 8), ``layer3`` (1024, 16),
@@ -27,9 +34,10 @@ because of ``output_stride=16``, like ResNet's ``layer4``) and the final feature
 **ResNet-50** (:class:`ResNet50Backbone`), as in the official SSC code (IRN's
 ``resnet50_cam`` with SSC's ``resnet50_drs``): torchvision's ResNet-50 with strides
 (2, 2, 2, 1) (``layer4``'s first block keeps the resolution, no dilation); groups as IRN
-(stem + layer1, layer2, layer3, layer4; ``auto`` freezes 2 with ImageNet weights); DRS on
-the layer2 output in training only (the official training ``Net`` applies it, the
-inference ``CAM`` does not) and after the final ReLU of every ``layer4`` bottleneck.
+(stem + layer1, layer2, layer3, layer4; ``auto`` freezes 2 with ImageNet weights); the
+expansion (DRS) on the layer2 output in training only (the official training ``Net``
+applies it, the inference ``CAM`` does not) and after the final ReLU of every ``layer4``
+bottleneck (:class:`ExpandedBottleneck`, torchvision's state-dict keys kept).
 Weights: a local torchvision file (``model.backbone_weights``).
 
 **EfficientNet-Lite0** (:class:`Lite0Backbone`): timm's ``efficientnet_lite0`` with
@@ -47,58 +55,40 @@ at ``delta * max`` would not suppress the strongest positive evidence but clip a
 code. The only non-negative features on the path to the classifier at full depth are the
 ReLU6 outputs of ``conv_head`` (1280 channels), which the classifier reads directly, like
 ResNet's last ``layer4`` output. So Lite0 applies DRS there only, in training and
-inference alike (as ResNet's ``layer4`` DRS). ReLU6 already caps every activation at 6;
-DRS caps it further, relative to the channel's own maximum.
+inference alike (as ResNet's ``layer4`` DRS), and so any other expansion. ReLU6 already
+caps every activation at 6; DRS caps it further, relative to the channel's own maximum.
 """
 from __future__ import annotations
 
 from typing import Literal
 
-import torch
 import torchvision
 from torch import Tensor, nn
 from torchvision.models.resnet import Bottleneck
 
+from ..registry import BACKBONES, register_backbone
 from .weights import BACKBONE_KEY, RESNET50_FILES, load_lite0_weights, load_weights
 
-__all__ = ["BACKBONES", "Backbone", "ResNet50Backbone", "Lite0Backbone", "build_backbone", "drs",
-           "DRSBottleneck", "FROZEN_AUTO"]
-
-#: the backbones ``model.backbone`` may name
-BACKBONES = ("resnet50", "efficientnet_lite0")
-#: frozen groups for ``frozen_stages: auto`` with ImageNet weights (without: 0)
-FROZEN_AUTO = {"resnet50": 2, "efficientnet_lite0": 4}
+__all__ = ["BACKBONES", "Backbone", "ResNet50Backbone", "Lite0Backbone", "build_backbone",
+           "ExpandedBottleneck", "timm_lite0"]
 
 
-def drs(x: Tensor, delta: float) -> Tensor:
-    """DRS suppression ``min(x, delta * max_hw(x))``.
-
-    Args:
-        x: (N, C, H, W) non-negative activations (after a ReLU).
-        delta: suppression ratio in (0, 1].
-
-    Returns:
-        (N, C, H, W): each channel of each sample capped at ``delta`` times its spatial
-        maximum. The maximum is part of the graph (not detached), as in the official code.
-    """
-    return torch.minimum(x, x.amax(dim=(2, 3), keepdim=True) * delta)
-
-
-class DRSBottleneck(nn.Module):
-    """A torchvision ResNet bottleneck whose final ReLU is followed by :func:`drs`.
+class ExpandedBottleneck(nn.Module):
+    """A torchvision ResNet bottleneck whose final ReLU is followed by a CAM expansion
+    (:mod:`sslib.models.expansions`, e.g. DRS).
 
     Takes over the submodules of ``block`` under the same names, so state-dict keys are
-    torchvision's.
+    torchvision's (plus the expansion's own, if it has any).
     """
 
-    def __init__(self, block: Bottleneck, delta: float) -> None:
+    def __init__(self, block: Bottleneck, expansion: nn.Module) -> None:
         super().__init__()
         self.conv1, self.bn1 = block.conv1, block.bn1
         self.conv2, self.bn2 = block.conv2, block.bn2
         self.conv3, self.bn3 = block.conv3, block.bn3
         self.relu = block.relu
         self.downsample = block.downsample
-        self.delta = delta
+        self.expansion = expansion
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, Cin, H, W) -> (N, 4 * planes, H', W')."""
@@ -107,7 +97,7 @@ class DRSBottleneck(nn.Module):
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         out += identity
-        return drs(self.relu(out), self.delta)
+        return self.expansion(self.relu(out))
 
 
 class Backbone(nn.Module):
@@ -123,11 +113,10 @@ class Backbone(nn.Module):
     tap_channels: tuple[int, ...]
     tap_strides: tuple[int, ...]
 
-    def __init__(self, drs_delta: float) -> None:
+    def __init__(self, expansion: nn.Module | None) -> None:
         super().__init__()
-        if drs_delta < 0:
-            raise ValueError(f"drs_delta must be >= 0, got {drs_delta}")
-        self.drs_delta = float(drs_delta)
+        #: the CAM expansion applied at this backbone's points, or None
+        self.expansion = expansion
         self.frozen_stages = 0
         self.bn_eval = False
 
@@ -168,8 +157,10 @@ class Backbone(nn.Module):
         return self
 
 
+@register_backbone("resnet50", groups=4, frozen_auto=2, packaged_weights=False,
+                   expansion_points="after every layer4 bottleneck; after layer2 in training only")
 class ResNet50Backbone(Backbone):
-    """torchvision ResNet-50 at output stride 16 with DRS (see the module docstring).
+    """torchvision ResNet-50 at output stride 16 with a CAM expansion (see the module docstring).
 
     Attributes ``conv1, bn1, relu, maxpool, layer1..layer4`` are torchvision's modules
     (torchvision's state-dict keys, minus ``fc``).
@@ -179,9 +170,9 @@ class ResNet50Backbone(Backbone):
     tap_channels = (64, 256, 512, 1024, 2048)
     tap_strides = (4, 4, 8, 16, 16)
 
-    def __init__(self, drs_delta: float = 0.55, weights: str | None = "none", frozen_stages: int | Literal["all"] = 0,
-                 bn_eval: bool = False) -> None:
-        super().__init__(drs_delta)
+    def __init__(self, expansion: nn.Module | None = None, weights: str | None = "none",
+                 frozen_stages: int | Literal["all"] = 0, bn_eval: bool = False) -> None:
+        super().__init__(expansion)
         # zero-init of each block's last BN (random init only; loaded weights replace it): the
         # residual branches start as identities, which lets a from-scratch net learn in few steps
         net = torchvision.models.resnet50(zero_init_residual=True)
@@ -190,8 +181,8 @@ class ResNet50Backbone(Backbone):
                      files=RESNET50_FILES, rename=lambda k: None if k.startswith("fc.") else k)
         net.layer4[0].conv2.stride = (1, 1)  # strides (2, 2, 2, 1), no dilation (as official)
         net.layer4[0].downsample[0].stride = (1, 1)
-        if self.drs_delta > 0:
-            net.layer4 = nn.Sequential(*(DRSBottleneck(b, self.drs_delta) for b in net.layer4))
+        if expansion is not None:
+            net.layer4 = nn.Sequential(*(ExpandedBottleneck(b, expansion) for b in net.layer4))
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
         self._setup(frozen_stages, bn_eval)
@@ -204,20 +195,20 @@ class ResNet50Backbone(Backbone):
         """(N, 3, H, W) ImageNet-normalised -> (N, 2048, H/16, W/16)."""
         x = self._cut(self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x))))), 1)
         x = self._cut(self.layer2(x), 2)
-        if self.training and self.drs_delta > 0:
-            x = drs(x, self.drs_delta)
+        if self.training and self.expansion is not None:
+            x = self.expansion(x)
         return self.layer4(self.layer3(x))
 
     def taps(self, x: Tensor) -> list[Tensor]:
         """(N, 3, H, W) -> IRN's ``x1 .. x5``: the stem after the max pool (N, 64, H/4, W/4),
-        ``layer1`` (N, 256, H/4, W/4), ``layer2`` (N, 512, H/8, W/8; after DRS where
+        ``layer1`` (N, 256, H/4, W/4), ``layer2`` (N, 512, H/8, W/8; after the expansion where
         :meth:`forward` applies it), ``layer3`` (N, 1024, H/16, W/16) and ``layer4`` =
         ``forward(x)`` (N, 2048, H/16, W/16); sizes rounded up."""
         stem = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x1 = self._cut(self.layer1(stem), 1)
         x2 = self._cut(self.layer2(x1), 2)
-        if self.training and self.drs_delta > 0:
-            x2 = drs(x2, self.drs_delta)
+        if self.training and self.expansion is not None:
+            x2 = self.expansion(x2)
         x3 = self.layer3(x2)
         return [stem, x1, x2, x3, self.layer4(x3)]
 
@@ -230,8 +221,10 @@ def timm_lite0(output_stride: int = 16) -> nn.Module:
                              output_stride=output_stride)
 
 
+@register_backbone("efficientnet_lite0", groups=9, frozen_auto=4, packaged_weights=True,
+                   expansion_points="the head's ReLU6 output")
 class Lite0Backbone(Backbone):
-    """EfficientNet-Lite0 (timm) at output stride 16 with DRS on the head's ReLU6 output.
+    """EfficientNet-Lite0 (timm) at output stride 16 with the CAM expansion on the head's ReLU6 output.
 
     Attributes ``conv_stem, bn1, blocks, conv_head, bn2`` are timm's modules (timm's
     state-dict keys, minus ``classifier``).
@@ -243,9 +236,9 @@ class Lite0Backbone(Backbone):
     #: the block groups whose outputs are taps (the head's output is the last tap)
     TAP_GROUPS = (0, 1, 2, 4)
 
-    def __init__(self, drs_delta: float = 0.55, weights: str | None = "packaged",
+    def __init__(self, expansion: nn.Module | None = None, weights: str | None = "packaged",
                  frozen_stages: int | Literal["all"] = 0, bn_eval: bool = False) -> None:
-        super().__init__(drs_delta)
+        super().__init__(expansion)
         net = timm_lite0(output_stride=16)
         load_lite0_weights(net, weights, param_key=BACKBONE_KEY, what="EfficientNet-Lite0 backbone")
         self.conv_stem, self.bn1, self.blocks = net.conv_stem, net.bn1, net.blocks
@@ -256,12 +249,12 @@ class Lite0Backbone(Backbone):
         return [[self.conv_stem, self.bn1], *([g] for g in self.blocks), [self.conv_head, self.bn2]]
 
     def forward(self, x: Tensor) -> Tensor:
-        """(N, 3, H, W) ImageNet-normalised -> (N, 1280, ceil(H/16), ceil(W/16)), ReLU6 (+ DRS)."""
+        """(N, 3, H, W) ImageNet-normalised -> (N, 1280, ceil(H/16), ceil(W/16)), ReLU6 (+ expansion)."""
         x = self._cut(self.bn1(self.conv_stem(x)), 1)
         for i, group in enumerate(self.blocks):
             x = self._cut(group(x), i + 2)
         x = self.bn2(self.conv_head(x))
-        return drs(x, self.drs_delta) if self.drs_delta > 0 else x
+        return self.expansion(x) if self.expansion is not None else x
 
     def taps(self, x: Tensor) -> list[Tensor]:
         """(N, 3, H, W) -> the outputs of block groups 0 (N, 16, H/2, W/2), 1 (N, 24, H/4, W/4),
@@ -275,28 +268,27 @@ class Lite0Backbone(Backbone):
             if i in self.TAP_GROUPS:
                 out.append(x)
         x = self.bn2(self.conv_head(x))
-        out.append(drs(x, self.drs_delta) if self.drs_delta > 0 else x)
+        out.append(self.expansion(x) if self.expansion is not None else x)
         return out
 
 
-def build_backbone(name: Literal["resnet50", "efficientnet_lite0"], drs_delta: float = 0.55,
-                   weights: str | None = "none", frozen_stages: int | Literal["auto", "all"] = "auto",
+def build_backbone(name: str, expansion: nn.Module | None = None, weights: str | None = "none",
+                   frozen_stages: int | Literal["auto", "all"] = "auto",
                    bn_eval: bool | Literal["auto"] = "auto") -> Backbone:
-    """The backbone ``name`` (:data:`BACKBONES`).
+    """The backbone ``name`` (an entry of :data:`~sslib.registry.BACKBONES`) with the CAM
+    expansion module ``expansion`` (:mod:`sslib.models.expansions`; None: none).
 
-    ``weights``: ``"none"`` (random init, warned about), a local file, for Lite0
-    ``"packaged"``, or None (a trained state dict is loaded next: nothing loaded or warned). ``frozen_stages="auto"``: :data:`FROZEN_AUTO` with weights, 0 without
-    (fixed random features carry nothing), ``"all"``: every group (a fully frozen feature
-    extractor, as IRN's); ``bn_eval="auto"``: True with weights, False
+    ``weights``: ``"none"`` (random init, warned about), a local file, ``"packaged"`` (where
+    the entry declares ``packaged_weights``), or None (a trained state dict is loaded next:
+    nothing loaded or warned). ``frozen_stages="auto"``: the entry's ``frozen_auto`` with
+    weights, 0 without (fixed random features carry nothing), ``"all"``: every group (a fully
+    frozen feature extractor, as IRN's); ``bn_eval="auto"``: True with weights, False
     without (random-init statistics describe nothing, so batch statistics are used).
     """
+    entry = BACKBONES.get(name)
     pretrained = weights not in ("none", None)
     if frozen_stages == "auto":
-        frozen_stages = FROZEN_AUTO.get(name, 0) if pretrained else 0
+        frozen_stages = entry.get("frozen_auto", 0) if pretrained else 0
     if bn_eval == "auto":
         bn_eval = pretrained
-    if name == "resnet50":
-        return ResNet50Backbone(drs_delta, weights, frozen_stages, bn_eval)
-    if name == "efficientnet_lite0":
-        return Lite0Backbone(drs_delta, weights, frozen_stages, bn_eval)
-    raise ValueError(f"backbone must be one of {BACKBONES}, got {name!r}")
+    return entry.factory(expansion, weights, frozen_stages, bn_eval)

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
+from ..registry import SEG_BACKBONES, register_seg_backbone
 from .backbones import timm_lite0
 from .weights import load_lite0_weights, load_weights
 
@@ -44,8 +45,6 @@ __all__ = ["DeepLabV2", "ASPPV2", "dilate_resnet", "RESNET101_FILES", "SEG_BACKB
 
 #: torchvision's ImageNet ResNet-101 file (IMAGENET1K_V2)
 RESNET101_FILES = ("resnet101-cd907fc2.pth",)
-#: the backbones a segmentation network may use
-SEG_BACKBONES = ("resnet101", "efficientnet_lite0")
 #: the params key of the segmentation backbone's weights
 SEG_WEIGHTS_KEY = "train_seg.backbone_weights"
 #: DeepLabV2's atrous rates
@@ -69,6 +68,30 @@ def dilate_resnet(net: torchvision.models.ResNet, output_stride: Literal[8, 16] 
         if layer[0].downsample is not None:
             layer[0].downsample[0].stride = (1, 1)
     return net
+
+
+# The segmentation backbones (:data:`sslib.registry.SEG_BACKBONES`, ``train_seg.backbone``):
+# ``factory(weights, output_stride, param_key) -> (nn.Sequential, out_channels)``; ``info``:
+# ``packaged_weights`` (``backbone_weights: packaged`` exists) and ``weight_files`` (the
+# ImageNet files it takes, for messages).
+@register_seg_backbone("resnet101", packaged_weights=False, weight_files=RESNET101_FILES)
+def _resnet101(weights: str | None, output_stride: int, param_key: str) -> tuple[nn.Sequential, int]:
+    """torchvision's ResNet-101, dilated to ``output_stride`` (:func:`dilate_resnet`), without ``fc``."""
+    net = torchvision.models.resnet101()
+    net.fc = nn.Identity()
+    load_weights(net, weights, param_key=param_key, what="ResNet-101 backbone", files=RESNET101_FILES,
+                 rename=lambda k: None if k.startswith("fc.") else k)
+    dilate_resnet(net, output_stride)
+    return nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3,
+                         net.layer4), 2048
+
+
+@register_seg_backbone("efficientnet_lite0", packaged_weights=True, weight_files=("packaged",))
+def _lite0(weights: str | None, output_stride: int, param_key: str) -> tuple[nn.Sequential, int]:
+    """timm's Lite0 at ``output_stride`` up to the head's 1280-channel ReLU6 output."""
+    net = timm_lite0(output_stride=output_stride)
+    load_lite0_weights(net, weights, param_key=param_key, what="EfficientNet-Lite0 backbone")
+    return nn.Sequential(net.conv_stem, net.bn1, *net.blocks, net.conv_head, net.bn2), 1280
 
 
 class ASPPV2(nn.Module):
@@ -102,7 +125,8 @@ class DeepLabV2(nn.Module):
 
     Args:
         num_classes: K, background included (VOC: 21).
-        backbone: ``resnet101`` or ``efficientnet_lite0``.
+        backbone: an entry of :data:`~sslib.registry.SEG_BACKBONES`: ``resnet101`` or
+            ``efficientnet_lite0``.
         weights: ImageNet weights of the backbone: a torchvision file for ResNet-101,
             ``packaged`` or a file for Lite0, ``"none"`` for random initialisation (warned
             about), None when trained weights are loaded next.
@@ -110,29 +134,15 @@ class DeepLabV2(nn.Module):
         param_key: the params key that names ``weights`` (in error messages).
     """
 
-    def __init__(self, num_classes: int, backbone: Literal["resnet101", "efficientnet_lite0"] = "resnet101",
+    def __init__(self, num_classes: int, backbone: str = "resnet101",
                  weights: str | None = "none", output_stride: Literal[8, 16] = 8,
                  param_key: str = SEG_WEIGHTS_KEY) -> None:
         super().__init__()
-        if backbone not in SEG_BACKBONES:
-            raise ValueError(f"unknown segmentation backbone {backbone!r} (expected one of {SEG_BACKBONES})")
+        entry = SEG_BACKBONES.get(backbone)
         if output_stride not in (8, 16):
             raise ValueError(f"output_stride must be 8 or 16, got {output_stride}")
         self.backbone_name, self.output_stride = backbone, int(output_stride)
-        if backbone == "resnet101":
-            net = torchvision.models.resnet101()
-            net.fc = nn.Identity()
-            load_weights(net, weights, param_key=param_key, what="ResNet-101 backbone", files=RESNET101_FILES,
-                         rename=lambda k: None if k.startswith("fc.") else k)
-            dilate_resnet(net, output_stride)
-            self.backbone = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool,
-                                          net.layer1, net.layer2, net.layer3, net.layer4)
-            channels = 2048
-        else:
-            net = timm_lite0(output_stride=output_stride)
-            load_lite0_weights(net, weights, param_key=param_key, what="EfficientNet-Lite0 backbone")
-            self.backbone = nn.Sequential(net.conv_stem, net.bn1, *net.blocks, net.conv_head, net.bn2)
-            channels = 1280
+        self.backbone, channels = entry.factory(weights, output_stride, param_key)
         self.head = ASPPV2(channels, num_classes)
 
     def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:

@@ -13,7 +13,7 @@ branch (``fc_edge1 .. fc_edge6``) of IRN's ``net/resnet50_irn.py``:
 * the five 32-channel maps concatenated (160 channels), then a 1x1 conv *with* bias to one
   logit (IRN's ``fc_edge6``).
 
-The backbone is built with ``drs_delta=0`` (no DRS), every group frozen
+The backbone is built without a CAM expansion (no DRS), every group frozen
 (``requires_grad=False``) and all of it kept in eval mode, also in :meth:`BoundaryNet.train`
 (fixed BatchNorm statistics); the taps are computed without autograd, which is IRN's
 ``.detach()`` of ``x1 .. x5``. Only the edge branch trains (:meth:`BoundaryNet.param_groups`).
@@ -102,7 +102,7 @@ class BoundaryNet(nn.Module):
 
     Args:
         backbone: ``resnet50`` or ``efficientnet_lite0``
-            (:func:`~sslib.models.backbones.build_backbone`, with ``drs_delta=0`` and every
+            (:func:`~sslib.models.backbones.build_backbone`, with no CAM expansion and every
             group frozen).
         weights: the backbone's ImageNet weights, as :class:`~sslib.models.CAMNet`'s: a local
             file (ResNet-50), ``"packaged"`` (Lite0), ``"none"`` (random init, warned about)
@@ -123,7 +123,7 @@ class BoundaryNet(nn.Module):
     def __init__(self, backbone: Literal["resnet50", "efficientnet_lite0"] = "resnet50",
                  weights: str | None = "none") -> None:
         super().__init__()
-        self.backbone: Backbone = build_backbone(backbone, drs_delta=0.0, weights=weights,
+        self.backbone: Backbone = build_backbone(backbone, expansion=None, weights=weights,
                                                  frozen_stages="all", bn_eval=True)
         self.backbone.requires_grad_(False)  # the groups cover every module; this says it outright
         strides = tuple(self.backbone.tap_strides)

@@ -30,6 +30,12 @@ by orders of magnitude between groups (VGG's are all ReLU outputs of similar siz
 layer's L1 is divided by the mean absolute value of the target's features there (detached):
 every layer then contributes on the same scale and the weights alone set the balance.
 VGG-19 with local torchvision weights stays the paper's loss network (presets/voc.yaml).
+
+Both are entries of :data:`sslib.registry.LOSS_NETWORKS` (``model.loss_network``): the
+factory takes ``model.vgg_weights`` and returns the frozen slices (slice k maps slice k-1's
+output to layer k's features); ``info`` declares ``layer_weights`` (w_k), ``normalise``
+(divide each layer's L1 by the target's mean |feature|) and ``needs_vgg_weights`` (whether
+the factory reads ``model.vgg_weights``).
 """
 from __future__ import annotations
 
@@ -41,6 +47,7 @@ import torchvision
 from torch import Tensor, nn
 
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from ..registry import LOSS_NETWORKS, register_loss_network
 from .weights import VGG19_FILES, VGG_KEY, load_lite0_weights, load_weights
 
 __all__ = [
@@ -53,8 +60,6 @@ __all__ = [
 VGG_LAYER_INDICES = (1, 6, 11, 20, 29)
 VGG_LAYER_NAMES = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 VGG_LAYER_WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
-#: the loss networks ``model.loss_network`` may name
-LOSS_NETWORKS = ("vgg19", "efficientnet_lite0")
 #: Lite0 block groups whose outputs are compared, and their weights
 LITE0_LOSS_GROUPS = (0, 1, 2, 3, 5)
 LITE0_LOSS_WEIGHTS = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0)
@@ -93,6 +98,7 @@ def _vgg19_features(weights: str) -> nn.Sequential:
     return features
 
 
+@register_loss_network("vgg19", layer_weights=VGG_LAYER_WEIGHTS, normalise=False, needs_vgg_weights=True)
 def _vgg19_slices(weights: str) -> list[nn.Module]:
     """VGG-19 ``features`` cut after relu1_1 ... relu5_1: slice k holds torchvision's layers
     ``VGG_LAYER_INDICES[k-1] + 1 .. VGG_LAYER_INDICES[k]``."""
@@ -101,8 +107,11 @@ def _vgg19_slices(weights: str) -> list[nn.Module]:
     return [features[a + 1:b + 1] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def _lite0_slices() -> list[nn.Module]:
-    """ImageNet Lite0 (packaged weights, stride 32) cut after block groups 0, 1, 2, 3 and 5."""
+@register_loss_network("efficientnet_lite0", layer_weights=LITE0_LOSS_WEIGHTS, normalise=True,
+                       needs_vgg_weights=False)
+def _lite0_slices(weights: str = "none") -> list[nn.Module]:
+    """ImageNet Lite0 (packaged weights, stride 32) cut after block groups 0, 1, 2, 3 and 5
+    (``weights``, VGG-19's, is not read)."""
     from .backbones import timm_lite0
 
     net = timm_lite0(output_stride=32)
@@ -118,8 +127,9 @@ class PerceptualLoss(nn.Module):
     Args:
         weights: VGG-19 only: torchvision's state-dict file (only ``features.*`` is used),
             or ``"none"`` for random initialisation (warned about).
-        network: ``vgg19`` (the official ``VGGLoss``) or ``efficientnet_lite0`` (packaged
-            ImageNet weights; a deviation, see the module docstring).
+        network: an entry of :data:`~sslib.registry.LOSS_NETWORKS`: ``vgg19`` (the official
+            ``VGGLoss``) or ``efficientnet_lite0`` (packaged ImageNet weights; a deviation,
+            see the module docstring).
 
     Attributes:
         slices: ``nn.ModuleList``; slice k maps slice k-1's output to layer k's features.
@@ -135,13 +145,11 @@ class PerceptualLoss(nn.Module):
 
     def __init__(self, weights: str = "none", network: str = "vgg19") -> None:
         super().__init__()
-        if network not in LOSS_NETWORKS:
-            raise ValueError(f"loss network must be one of {LOSS_NETWORKS}, got {network!r}")
+        entry = LOSS_NETWORKS.get(network)
         self.network = network
-        vgg = network == "vgg19"
-        self.slices = nn.ModuleList(_vgg19_slices(weights) if vgg else _lite0_slices())
-        self.layer_weights = VGG_LAYER_WEIGHTS if vgg else LITE0_LOSS_WEIGHTS
-        self.normalise = not vgg
+        self.slices = nn.ModuleList(entry.factory(weights))
+        self.layer_weights = tuple(entry.get("layer_weights"))
+        self.normalise = bool(entry.get("normalise", False))
         self.requires_grad_(False)
         self.train(False)
         self.to(memory_format=torch.channels_last)  # with features(): 169 -> 124 ms a step (Lite0, 2-core CPU)

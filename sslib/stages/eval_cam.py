@@ -29,7 +29,7 @@ import time
 import torch
 
 from .. import distributed, paths
-from ..config import Params, thresholds_from, variant_config
+from ..config import Params, thresholds_from
 from ..io import remove_stale_temps, write_json
 from . import common
 
@@ -47,7 +47,7 @@ def load_run(params: Params, variant: str, seed: int, device: torch.device | str
     """``(net, decoder, classes)`` of one trained run (see :func:`sslib.models.load_trained`)."""
     from ..models import load_trained
 
-    return load_trained(paths.model(params, variant, seed), variant_config(params, variant).drs_delta, device)
+    return load_trained(paths.model(params, variant, seed), device)
 
 
 def _make_cams(params: Params, net, out, dist, progress: bool) -> float:

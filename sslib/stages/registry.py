@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..config import Params, choices, chosen, to_dict, variant_config
-from ..registry import plugin_code
+from ..registry import LOSS_NETWORKS, plugin_code
 
 __all__ = ["Stage", "REGISTRY", "STAGES", "PER_RUN", "DOWNSTREAM", "BY_NAME", "pick", "drop", "variant_settings",
            "plugins_of", "runs_of", "needed_stages", "boundary_net_needed", "only_chosen"]
@@ -77,6 +77,9 @@ def variant_settings(params: Params, variant: str) -> dict[str, Any]:
         off |= {"rec_loss", "beta_rec"}
     if not v["alignment"]:
         off |= {"beta_align", "align_threshold", "align_erosion", "warmup_epochs"}
+    v["expansions"] = {k: x for k, x in v["expansions"].items() if k == v["expansion"]}  # only the chosen one's
+    if not v["expansions"]:
+        off.add("expansions")
     out = {k: x for k, x in v.items() if k not in off}
     code = plugins_of(choices(vc))
     if code:  # entries of plugin files the variant chooses: their code is the variant's, not the stage's
@@ -84,10 +87,10 @@ def variant_settings(params: Params, variant: str) -> dict[str, Any]:
     return out
 
 
-def plugins_of(chosen: list[tuple[Any, str]]) -> dict[str, str]:
+def plugins_of(picked: list[tuple[Any, str]]) -> dict[str, str]:
     """``{plugin file: code hash}`` of the chosen entries (:func:`sslib.config.choices`) that plugins registered."""
     out: dict[str, str] = {}
-    for entry, _ in chosen:
+    for entry, _ in picked:
         out.update(plugin_code(entry))
     return out
 
@@ -120,7 +123,7 @@ def _train_cam(params: Params, variant: str | None) -> dict[str, Any]:
         drop(out, *_RECONSTRUCTION_ONLY)
     elif v["rec_loss"] != "perceptual":
         drop(out, "model.loss_network", "model.vgg_weights")
-    elif params.model.loss_network != "vgg19":
+    elif not LOSS_NETWORKS.get(params.model.loss_network).get("needs_vgg_weights", False):
         drop(out, "model.vgg_weights")
     if not v["alignment"]:
         drop(out, "superpixels")
@@ -135,8 +138,8 @@ def _train_irn(params: Params, variant: str | None) -> dict[str, Any]:
 
 
 def _eval_cam(params: Params, variant: str | None) -> dict[str, Any]:
-    return {**pick(params, "data", "runs.devices", "train_cam.out_dir", "eval_cam"),
-            "variant": {"drs_delta": variant_config(params, variant).drs_delta}}
+    """The CAM network comes whole from model.pt (its expansion too): no variant settings."""
+    return pick(params, "data", "runs.devices", "train_cam.out_dir", "eval_cam")
 
 
 def _inspect_cams(params: Params, variant: str | None) -> dict[str, Any]:

@@ -5,7 +5,7 @@ One run, top to bottom:
 1. data: the training split with IRN/SSC augmentation and its superpixels; every
    sample's random draws are seeded by (seed, epoch, index), so a run is the same
    whether it is resumed, split over DDP ranks, or loaded by worker processes;
-2. models: :class:`~sslib.models.CAMNet` (``model.backbone``, DRS) and, with reconstruction,
+2. models: :class:`~sslib.models.CAMNet` (``model.backbone``, ``ssc.expansion``) and, with reconstruction,
    the :class:`~sslib.models.Decoder` and the reconstruction loss;
 3. optimisers: SGD with a poly schedule (classifier at ``classifier_lr_mult`` x lr),
    Adam with the same schedule for the decoder;
@@ -50,7 +50,7 @@ import torch.nn as nn
 from torch.utils.data import Dataset
 
 from .. import paths, training
-from ..config import Params, VariantConfig, to_dict, variant_config
+from ..config import Params, VariantConfig, chosen, to_dict, variant_config
 from ..training import LOG_EVERY, NonFiniteLossError, StepContext, poly_lr
 from . import _training
 
@@ -109,7 +109,8 @@ def _build(params: Params, v: VariantConfig, num_classes: int, device: torch.dev
     from ..models import CAMNet, Decoder, build_reconstruction_loss
 
     t, m = params.train_cam, params.model
-    net = CAMNet(num_classes, backbone=m.backbone, drs_delta=v.drs_delta, weights=m.backbone_weights,
+    expansion, settings = chosen(v, "expansion")
+    net = CAMNet(num_classes, backbone=m.backbone, expansion=(expansion.name, settings), weights=m.backbone_weights,
                  frozen_stages=m.frozen_stages, bn_eval=m.bn_eval)
     net = net.to(device, memory_format=torch.channels_last)  # 30 % faster CPU step (docs/measurements.md)
     backbone, classifier = net.param_groups()
@@ -174,7 +175,7 @@ def train_cam(params: Params, variant: str, seed: int, *, progress: bool = True,
     """Train variant ``variant`` with seed ``seed``; resume from its checkpoint if there is one.
 
     Writes ``paths.train_dir(...)/checkpoint.pt`` each epoch and, when all epochs are done,
-    ``model.pt`` ({"net", "decoder", "classes", "variant", "seed", "settings", "model"});
+    ``model.pt`` ({"net", "decoder", "classes", "variant", "seed", "settings", "model", "expansion"});
     rank 0 also writes ``paths.train_reports(...)/losses.csv`` and ``metrics.json``.
 
     Args:
@@ -205,7 +206,8 @@ def _model_file(params: Params, variant: str, seed: int, parts: _Parts, classes:
     """What model.pt holds."""
     return {"net": parts.net.state_dict(), "decoder": parts.decoder.state_dict() if parts.decoder is not None else None,
             "classes": list(classes), "variant": variant, "seed": seed,
-            "settings": to_dict(variant_config(params, variant)), "model": to_dict(params.model)}
+            "settings": to_dict(variant_config(params, variant)), "model": to_dict(params.model),
+            "expansion": parts.net.expansion}
 
 
 # --------------------------------------------------------------------------- entry points
