@@ -21,7 +21,7 @@ TOYS = ["tests/toys/toy_expansion.py", "tests/toys/toy_refiner.py", "tests/toys/
 EXTENDED = {
     "plugins": TOYS,
     "runs": {"variants": ["cam", "+cap"], "seeds": [0], "downstream": {"variants": ["+cap"], "seeds": [0]}},
-    "ssc": {"expansions": {"toy_cap": {"ratio": 0.5}}},
+    "ssc": {"expansions": {"toy_cap": {"ratio": 2.0}}},
     "variants": {"+cap": {"expansion": "toy_cap", "reconstruction": False, "alignment": False}},
     "make_pseudo_labels": {"refiner": "max_pool", "refiners": {"max_pool": {"bg_threshold": 0.3}}},
     "train_seg": {"method": "smooth_ce", "methods": {"smooth_ce": {"smoothing": 0.1}}},
@@ -54,7 +54,7 @@ def test_the_three_toys_run_through_the_pipeline(repo):
     # each toy's choice is in the settings its runs depend on
     resolved = repo / "pipeline" / "resolved"
     cam = json.loads((resolved / "train_cam" / "settings-+cap.json").read_text())
-    assert cam["variant"]["expansion"] == "toy_cap" and cam["variant"]["expansions"] == {"toy_cap": {"ratio": 0.5}}
+    assert cam["variant"]["expansion"] == "toy_cap" and cam["variant"]["expansions"] == {"toy_cap": {"ratio": 2.0}}
     assert list(cam["variant"]["plugins"]) == ["tests/toys/toy_expansion.py"]
     assert "plugins" not in json.loads((resolved / "train_cam" / "settings-cam.json").read_text())["variant"]
     assert "tests/toys/toy_refiner.py" in json.loads((resolved / "make_pseudo_labels" / "code.json").read_text())

@@ -132,3 +132,22 @@ def test_the_watched_files_include_the_plugins(tmp_path):
     base = watched_files(root, params)
     params.plugins = ["tests/toys/anything.py"]
     assert watched_files(root, params) == sorted([*base, "tests/toys/anything.py"])
+
+
+def test_a_plugin_entry_is_code_of_the_runs_that_choose_it():
+    """The toys of docs/extending.md: a variant's expansion goes into that variant's settings, a
+    refiner into the code of the stages that call the refiner table, an unchosen entry nowhere."""
+    from sslib.stages.registry import BY_NAME, variant_settings
+    from sslib.stages.resolve import stage_code
+
+    root = config.project_root()
+    toys = ["tests/toys/toy_expansion.py", "tests/toys/toy_refiner.py", "tests/toys/toy_seg_method.py"]
+    params = config.defaults(plugins=toys, ssc={"expansions": {"toy_cap": {"ratio": 2.0}}},
+                             variants={"+cap": {"expansion": "toy_cap"}},
+                             make_pseudo_labels={"refiner": "max_pool", "refiners": {"max_pool": {"bg_threshold": 0.3}}})
+    hashes = {t: fingerprint.file_hash(root / t) for t in toys}
+    assert variant_settings(params, "+cap")["plugins"] == {toys[0]: hashes[toys[0]]}
+    assert "plugins" not in variant_settings(params, "ssc")
+    code = stage_code(params, BY_NAME["make_pseudo_labels"], root)
+    assert code[toys[1]] == hashes[toys[1]] and toys[0] not in code and toys[2] not in code  # smooth_ce unchosen
+    assert toys[1] not in stage_code(params, BY_NAME["train_cam"], root)  # train_cam never calls a refiner

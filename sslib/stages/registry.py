@@ -144,7 +144,9 @@ def _eval_cam(params: Params, variant: str | None) -> dict[str, Any]:
 
 def _inspect_cams(params: Params, variant: str | None) -> dict[str, Any]:
     return {**pick(params, "data", "superpixels.out_dir", "runs.variants", "train_cam.out_dir", "eval_cam.out_dir"),
-            "variants": {v: to_dict(variant_config(params, v)) for v in params.runs.variants}}
+            # the alignment targets it draws; the rest of a variant is in its model and CAM files
+            "variants": {v: {k: getattr(variant_config(params, v), k) for k in ("align_threshold", "align_erosion")}
+                         for v in params.runs.variants}}
 
 
 def boundary_net_needed(params: Params) -> bool:
