@@ -118,6 +118,8 @@ def test_resolve_refuses_dvc_files_of_other_choices(tmp_path):
     with pytest.raises(config.ConfigError, match=r"python -m sslib.dvcgen"):
         resolve._check_current(params, ROOT)
     resolve._check_current(config.load(ROOT / "params.yaml"), ROOT)  # the committed files are current
+    # other variants change only the text of the plots, not the stages: no stop
+    resolve._check_current(_load(tmp_path, {"runs": {"variants": ["baseline", "ssc"]}}), ROOT)
 
 
 def test_an_unchosen_refiners_settings_rerun_nothing(tmp_path):

@@ -78,14 +78,18 @@ def _check_watched(root: Path, params: Params) -> None:
 
 
 def _check_current(params: Params, root: Path) -> None:
-    """Stop when the DVC files differ from what :mod:`sslib.dvcgen` writes for ``params``
-    (e.g. another refiner adds or removes the boundary-network stages)."""
-    from ..dvcgen import stale
-
-    files = stale(params, root)
-    if files:
-        raise ConfigError(f"{', '.join(files)}: not what `python -m sslib.dvcgen` writes for the current params "
-                          "(a choice such as make_pseudo_labels.refiner changes which stages run); "
+    """Stop when the DVC files define other stages than ``params`` needs (another refiner adds
+    or removes the boundary-network stages): what :mod:`sslib.dvcgen` would write differs in
+    its stages, not only in text such as the plots' variant list."""
+    defined = set(yaml.safe_load((root / "dvc.yaml").read_text()).get("stages", {}))
+    defined |= {f.parent.name for f in (root / "pipeline").glob("*/dvc.yaml")}
+    wanted = {"resolve", *(s.name for s in needed_stages(params))}
+    if defined != wanted:
+        extra, missing = sorted(defined - wanted), sorted(wanted - defined)
+        raise ConfigError("the DVC files do not define the stages the current params need ("
+                          + "; ".join([*(["not needed: " + ", ".join(extra)] if extra else []),
+                                       *(["missing: " + ", ".join(missing)] if missing else [])])
+                          + "; a choice such as make_pseudo_labels.refiner changes which stages run): "
                           "run `python -m sslib.dvcgen`, then the pipeline again")
 
 
