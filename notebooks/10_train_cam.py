@@ -46,7 +46,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 losses = pd.read_csv(paths.train_reports(variant, seed) / paths.LOSSES)
-parts = [k for k in ("cls", "rec", "align") if losses[k].abs().sum() > 0]
+parts = [k for k in stage.LOSS_NAMES if losses[k].abs().sum() > 0]  # the terms the stage logs
 fig, axes = plt.subplots(1, len(parts) + 1, figsize=(3.2 * (len(parts) + 1), 2.8), squeeze=False)
 for ax, key in zip(axes[0], ["loss", *parts]):
     ax.plot(losses["epoch"], losses[key], marker="o")
