@@ -200,19 +200,33 @@ def _differing(texts: dict[str, str], root: Path) -> list[str]:
     return [p for p, text in texts.items() if not (root / p).is_file() or (root / p).read_text() != text]
 
 
+def _unneeded(texts: dict[str, str], root: Path) -> list[str]:
+    """The per-run DVC files under ``root`` of stages the params no longer need (e.g. ``train_irn``
+    for a refiner without a boundary network)."""
+    return sorted(p for f in (root / "pipeline").glob("*/dvc.yaml")
+                  if (p := f.relative_to(root).as_posix()) not in texts)
+
+
 def stale(params: Params, root: Path) -> list[str]:
-    """The DVC files under ``root`` that differ from what :func:`render` writes."""
-    return _differing(render(params, root), root)
+    """The DVC files under ``root`` that differ from what :func:`render` writes, or that it
+    would remove."""
+    texts = render(params, root)
+    return _differing(texts, root) + _unneeded(texts, root)
 
 
 def write(params: Params, root: Path) -> list[str]:
-    """Write every DVC file that differs; return their paths."""
+    """Write every DVC file that differs and remove those of stages no longer needed (with
+    their lock files: the stages' outputs stay where they are); return their paths."""
     from .io import write_text
 
     texts = render(params, root)
     changed = _differing(texts, root)
     for p in changed:
         write_text(root / p, texts[p])
+    for p in _unneeded(texts, root):
+        (root / p).unlink()
+        (root / p).with_name("dvc.lock").unlink(missing_ok=True)
+        changed.append(p)
     return changed
 
 
@@ -225,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     params = load(args.params or root / "params.yaml")
     files = stale(params, root) if args.check else write(params, root)
     for f in files:
-        print(f"{'stale' if args.check else 'wrote'}: {f}")
+        gone = not (root / f).exists()
+        print(f"{'stale' if args.check else 'removed' if gone else 'wrote'}: {f}")
     if args.check and files:
         print("run `python -m sslib.dvcgen` to write them", file=sys.stderr)
         return 1

@@ -130,3 +130,12 @@ def test_an_unchosen_refiners_settings_rerun_nothing(tmp_path):
     changed = {p.as_posix() for p in base if base[p] != walked[p]}
     assert changed and all(p.startswith(("pipeline/resolved/make_pseudo_labels/", "pipeline/resolved/pseudo_label_table/"))
                            for p in changed)
+
+
+def test_dvcgen_removes_the_files_of_stages_no_longer_needed(tmp_path):
+    params = _load(tmp_path, {"make_pseudo_labels": {"refiner": "cams"}})
+    texts = dvcgen.render(params, ROOT)
+    for stage in ("train_irn", "make_pseudo_labels"):
+        (tmp_path / "pipeline" / stage).mkdir(parents=True)
+        (tmp_path / "pipeline" / stage / "dvc.yaml").write_text("stages: {}\n")
+    assert dvcgen._unneeded(texts, tmp_path) == ["pipeline/train_irn/dvc.yaml"]
