@@ -226,6 +226,8 @@ def write(params: Params, root: Path) -> list[str]:
     for p in _unneeded(texts, root):
         (root / p).unlink()
         (root / p).with_name("dvc.lock").unlink(missing_ok=True)
+        if not any((root / p).parent.iterdir()):
+            (root / p).parent.rmdir()
         changed.append(p)
     return changed
 
