@@ -18,6 +18,12 @@ Recipe (Rong et al., CVPR 2023; official ``models/train_beco.py`` and
   partner's confident online classes, mixed images are trained on the mixed *online*
   labels and masks, and the band around the pasted region's edge
   (:func:`boundary_band`) up-weights the losses there by ``1 + w * band``.
+* Pixels outside the image (crop padding, label 255) and ignored pixels (255 in the
+  pseudo label) take part in nothing: no loss term and no mean's denominator
+  (:func:`beco_loss` averages over the labelled pixels), and no online label is formed
+  there (:func:`online_labels` with ``valid``), so they are never pasted nor learnt from.
+  With no padding and no ignored pixel (SSC's crop on random-walk labels) this is BECO's
+  mean over all pixels.
 
 Differences from the official code, none changing the expected result:
 
@@ -175,18 +181,26 @@ def _paste(x: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def online_labels(prob_mean: torch.Tensor, threshold: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+def online_labels(prob_mean: torch.Tensor, threshold: float = 0.95,
+                  valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Online pseudo labels from the two networks' averaged softmax.
 
     Args:
         prob_mean: (N, K, H, W) class probabilities.
         threshold: confidence above which a pixel is kept (BECO's ``highres_t``).
+        valid: (N, H, W) bool, the pixels that may get an online label (not padding, not
+            ignored in the offline label); None: all.
 
     Returns:
-        (labels (N, H, W) int64 argmax, mask (N, H, W) float: max probability > threshold).
+        (labels (N, H, W) int64 argmax, 255 outside ``valid``; mask (N, H, W) float: max
+        probability > threshold, 0 outside ``valid``).
     """
     top, arg = prob_mean.max(dim=1)
-    return arg, (top > threshold).float()
+    keep = top > threshold
+    if valid is not None:
+        arg = arg.masked_fill(~valid, IGNORE)
+        keep &= valid
+    return arg, keep.float()
 
 
 def beco_loss(logits1: torch.Tensor, logits2: torch.Tensor, label: torch.Tensor, mask: torch.Tensor,
@@ -203,23 +217,29 @@ def beco_loss(logits1: torch.Tensor, logits2: torch.Tensor, label: torch.Tensor,
             ``bdry_whb``, ``bdry_whi``).
         w_band_cot: band weights of the co-training terms (``bdry_wlb``, ``bdry_wli``).
 
-    For network j with partner o:
-    ``ce_j = mean(CE(logits_j, label) * mask * (1 + w_band[j] * band))`` (ignored pixels
-    contribute 0) and ``cot_j = mean(CE(logits_j, argmax(logits_o)) * (1 - mask) *
-    (1 + w_band_cot[j] * band))``, the argmax carrying no gradient. As in BECO, every
-    mean runs over all N * H * W pixels, those ignored or masked out counting as 0,
-    not over the kept ones.
+    For network j with partner o, over the labelled pixels V (``label != 255``: crop
+    padding and ignored pixels are not in V):
+    ``ce_j = sum_V(CE(logits_j, label) * mask * (1 + w_band[j] * band)) / |V|`` and
+    ``cot_j = sum_V(CE(logits_j, argmax(logits_o)) * (1 - mask) * (1 + w_band_cot[j] * band)) / |V|``,
+    the argmax carrying no gradient; every term is 0 when V is empty. Pixels outside V
+    change neither the loss nor its gradient. BECO's means run over all N * H * W pixels:
+    the same when every pixel is labelled.
 
     Returns:
         {"total": ce1 + ce2 + cot1 + cot2, "ce1", "ce2", "cot1", "cot2"}, scalars.
     """
     out: dict[str, torch.Tensor] = {}
+    valid = label != IGNORE
+    count = valid.sum().clamp(min=1)
+    target = label.masked_fill(~valid, 0)
     pairs = ((logits1, logits2), (logits2, logits1))
     for j, (own, other) in enumerate(pairs):
-        ce = F.cross_entropy(own, label, ignore_index=IGNORE, reduction="none")
-        out[f"ce{j + 1}"] = (ce * mask * (1 + w_band[j] * band)).mean()
+        ce = F.cross_entropy(own, target, reduction="none")
+        w = torch.where(valid, mask * (1 + w_band[j] * band), 0.0)
+        out[f"ce{j + 1}"] = (ce * w).sum() / count
         peer = other.detach().argmax(dim=1)
         cot = F.cross_entropy(own, peer, reduction="none")
-        out[f"cot{j + 1}"] = (cot * (1 - mask) * (1 + w_band_cot[j] * band)).mean()
+        w = torch.where(valid, (1 - mask) * (1 + w_band_cot[j] * band), 0.0)
+        out[f"cot{j + 1}"] = (cot * w).sum() / count
     out["total"] = out["ce1"] + out["ce2"] + out["cot1"] + out["cot2"]
     return out

@@ -23,7 +23,8 @@ The built-in entries:
   (offline labels during ``warm_up_epochs``; after it, online labels of the two networks'
   averaged logits, confident above ``online_threshold``, and a boundary band x(1 +
   ``boundary_weight``) around the pasted regions), each network's CE inside the mask plus
-  the other network's argmax outside it. The step's random draws come from a generator
+  the other network's argmax outside it. Pixels labelled 255 (crop padding, ignored
+  pixels) are in no term and no mean, and get no online label. The step's random draws come from a generator
   seeded by (seed, step), so a resumed run draws what an uninterrupted one does.
 """
 from __future__ import annotations
@@ -81,7 +82,8 @@ def upsample(logits: torch.Tensor, size) -> torch.Tensor:
 
 
 def targets(batch: dict[str, Any], device: torch.device):
-    """``(image, pseudo_label, confident)`` of a batch on ``device`` (padding, 255, is not confident)."""
+    """``(image, pseudo_label, confident)`` of a batch on ``device``. Crop padding has pseudo label
+    255 and confidence 255 (not confident); the losses leave every pixel labelled 255 out."""
     image = batch["image"].to(device, non_blocking=True)
     label = batch["pseudo_label"].to(device, non_blocking=True)
     conf = batch["confidence"].to(device, non_blocking=True) == 1
@@ -112,6 +114,7 @@ def ce(settings: CESettings, seed: int):
 def beco(settings: BecoSettings, seed: int):
     """BECO's co-training step of the two networks (see the module doc)."""
     from .beco import beco_loss, class_mix, online_labels
+    from .formats import IGNORE_INDEX
 
     cfg = settings
     names = loss_names("beco")
@@ -128,7 +131,7 @@ def beco(settings: BecoSettings, seed: int):
             with torch.no_grad(), ctx.autocast():
                 mean = (upsample(n1(image), size) + upsample(n2(image), size)) / 2  # BECO: softmax of the mean logits
             n1.train(), n2.train()
-            online = online_labels(mean.softmax(1), cfg.online_threshold)
+            online = online_labels(mean.softmax(1), cfg.online_threshold, valid=label != IGNORE_INDEX)
         mixed = class_mix(image, label, conf.float(), p=cfg.mix_prob, ignore_bg=cfg.ignore_bg, online=online,
                           boundary_size=cfg.boundary_size, generator=gen)
         with ctx.autocast():

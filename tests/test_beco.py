@@ -229,18 +229,21 @@ def _loss_inputs():
 
 
 def _manual(own, other, label, mask, band, w, wc):
-    """Per-pixel loops; means over all 4 pixels."""
+    """Per-pixel loops; means over the labelled pixels (3 of the 4)."""
     ce = cot = 0.0
+    n = 0
     for y in range(2):
         for x in range(2):
             logp = torch.log_softmax(own[0, :, y, x], 0)
             m, b = mask[0, y, x].item(), band[0, y, x].item()
             t = label[0, y, x].item()
-            if t != 255:
-                ce += -logp[t].item() * m * (1 + w * b)
+            if t == 255:
+                continue
+            n += 1
+            ce += -logp[t].item() * m * (1 + w * b)
             peer = int(other[0, :, y, x].argmax())
             cot += -logp[peer].item() * (1 - m) * (1 + wc * b)
-    return ce / 4, cot / 4
+    return ce / n, cot / n
 
 
 def test_beco_loss_against_manual():
@@ -257,11 +260,12 @@ def test_beco_loss_band_weight_is_1_2():
     l1, l2, label, mask, band = _loss_inputs()
     ce = F.cross_entropy(l1, label, ignore_index=255, reduction="none")
     out = beco_loss(l1, l2, label, mask, band)
-    # pixel (0, 0): label 0, mask 1, band 1 -> x1.2; (1, 1): x1; (0, 1) mask 0; (1, 0) ignored
-    expected = (1.2 * ce[0, 0, 0] + ce[0, 1, 1]) / 4
+    # pixel (0, 0): label 0, mask 1, band 1 -> x1.2; (1, 1): x1; (0, 1) mask 0; (1, 0) ignored,
+    # and not in the mean: 3 labelled pixels
+    expected = (1.2 * ce[0, 0, 0] + ce[0, 1, 1]) / 3
     assert torch.allclose(out["ce1"], expected)
     no_band = beco_loss(l1, l2, label, mask, torch.zeros_like(band))
-    assert torch.allclose(no_band["ce1"], (ce[0, 0, 0] + ce[0, 1, 1]) / 4)
+    assert torch.allclose(no_band["ce1"], (ce[0, 0, 0] + ce[0, 1, 1]) / 3)
     assert torch.allclose(no_band["cot1"], out["cot1"])             # w_band_cot = 0 by default
 
 
