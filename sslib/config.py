@@ -532,13 +532,19 @@ class TrainSegConfig:
     output_stride: int = num(ge=8, le=16, multiple_of=8)
     epochs: int = num(ge=1)
     batch_size: int = num(ge=1)
+    #: ``batch_size`` is each process's (SSC's ``-dist``: 16 per GPU), not the whole step's
+    batch_per_device: bool
+    #: SyncBatchNorm under DDP on CUDA (false: each GPU's own statistics, SSC's)
+    sync_bn: bool
     lr: float = num(gt=0)
     head_lr_mult: float = num(gt=0)
     momentum: float = num(ge=0, lt=1)
     weight_decay: float = num(ge=0)
     poly_power: float = num(ge=0)
     min_lr: float = num(ge=0)
-    scale_range: list[float] = num(gt=0)
+    #: the training crop (:data:`sslib.registry.SEG_CROPS`) and each crop's settings
+    crop: str = one_of("seg_crops", settings="crops")
+    crops: dict[str, Any] = settings_of_each("seg_crops")
     hflip: bool
     crop_size: int = num(ge=16, multiple_of=8)
     num_workers: int = num(ge=0)
@@ -546,8 +552,6 @@ class TrainSegConfig:
     stop_on_nonfinite: bool
 
     def check(self) -> None:
-        need(len(self.scale_range) == 2 and self.scale_range[0] <= self.scale_range[1],
-             "train_seg.scale_range", "need [lo, hi] with 0 < lo <= hi")
         need(self.min_lr < self.lr, "train_seg.min_lr", f"must be below train_seg.lr ({self.lr})")
         multiple = chosen(self, "method")[0].get("batch_multiple", 1)
         need(self.batch_size % multiple == 0, "train_seg.batch_size",
@@ -588,6 +592,11 @@ class EvalSegConfig:
     crf_image: Literal["real", "beco"]
     crf_settings: SegCRFConfig
     workers: int = num(ge=0)
+    #: each val image resized to resize x resize before the network (SSC: 512); 0 = its own size
+    resize: int = num(ge=0)
+    #: which model is scored: the last epoch's, or the epoch best on val (SSC's; train_seg
+    #: then scores val after every epoch, and the metrics say the model was selected on val)
+    selection: Literal["last", "best_on_val"]
 
     def check(self) -> None:
         need(len(self.scales) >= 1, "eval_seg.scales", "name at least one scale")

@@ -3,6 +3,9 @@
 :func:`multiscale_logits` runs a network on an image at several scales (optionally also
 horizontally flipped), brings every member's logits to the image's size and fuses them
 pixel-wise, by max (BECO's ``test_msc``) or mean; :func:`predict` takes the argmax.
+:func:`image_logits` does that for one uint8 image, first resized to a fixed square when
+asked (SSC resizes every val image to 512 x 512) with the fused logits brought back to the
+image's size; :func:`confusion` scores labels against a ground truth on the device.
 
 How this relates to BECO (``models/train_beco.py``, ``test_step`` with ``test_msc``):
 
@@ -39,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["multiscale_logits", "predict", "FUSIONS", "DEFAULT_SCALES"]
+__all__ = ["multiscale_logits", "predict", "image_logits", "confusion", "FUSIONS", "DEFAULT_SCALES"]
 
 #: the scales BECO's test_msc runs (besides its extra pass at 1.0)
 DEFAULT_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5)
@@ -140,3 +143,37 @@ def predict(logits: Tensor) -> Tensor:
     if logits.ndim != 4:
         raise ValueError(f"predict: logits must be (N, K, H, W), got shape {tuple(logits.shape)}")
     return logits.argmax(dim=1)
+
+
+def image_logits(forward: Forward, image, device: torch.device, *, scales: Sequence[float] = (1.0,),
+                 fusion: str = "max", flip: bool = False, resize: int = 0) -> Tensor:
+    """(K, H, W) float32 fused logits of one (H, W, 3) uint8 image, on ``device``, without gradients.
+
+    With ``resize`` > 0 the image is first resized to ``resize x resize`` (PIL bilinear on the
+    uint8 image, as SSC's val transform), the multi-scale pass runs on that, and the fused
+    logits are resized bilinearly back to (H, W). 0: the image at its own size.
+    """
+    import numpy as np
+
+    from .data.transforms import normalize
+
+    image = np.asarray(image, np.uint8)
+    h, w = image.shape[:2]
+    if resize:
+        from PIL import Image
+
+        image = np.asarray(Image.fromarray(image).resize((resize, resize), Image.Resampling.BILINEAR))
+    x = torch.from_numpy(np.ascontiguousarray(normalize(image).transpose(2, 0, 1)))[None].to(device)
+    with torch.no_grad():
+        logits = multiscale_logits(forward, x, tuple(scales), fusion=fusion, flip=flip)
+        if resize:
+            logits = _resize(logits.float(), (h, w))
+    return logits[0].float()
+
+
+def confusion(pred: Tensor, target: Tensor, k: int, ignore: int = 255) -> Tensor:
+    """(K, K) int64 confusion (rows ground truth, columns prediction) of (H, W) labels on their
+    device; ``ignore`` pixels of ``target`` are left out."""
+    keep = target != ignore
+    idx = target[keep].long() * k + pred[keep].long()
+    return torch.bincount(idx, minlength=k * k).reshape(k, k)

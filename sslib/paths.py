@@ -210,6 +210,12 @@ def seg_checkpoint(params: Params, variant: str, seed: int) -> Path:
     return seg_dir(params, variant, seed) / CHECKPOINT
 
 
+def seg_best(params: Params, variant: str, seed: int) -> Path:
+    """The networks of the epoch best on val so far (``eval_seg.selection: best_on_val``; removed
+    once ``model.pt`` holds them)."""
+    return seg_dir(params, variant, seed) / "best_on_val.pt"
+
+
 def seg_model(params: Params, variant: str, seed: int) -> Path:
     """The trained segmentation network(s) of one run (written when training has finished)."""
     return seg_dir(params, variant, seed) / MODEL

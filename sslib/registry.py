@@ -13,6 +13,7 @@ table               chosen by                     built-in entries live in
 ``LOSS_NETWORKS``   ``model.loss_network``        :mod:`sslib.models.perceptual`
 ``REFINERS``        ``make_pseudo_labels.refiner`` :mod:`sslib.refiners`
 ``SEG_METHODS``     ``train_seg.method``          :mod:`sslib.seg_methods`
+``SEG_CROPS``       ``train_seg.crop``            :mod:`sslib.data.crops`
 ``DATASETS``        ``data.dataset``              :mod:`sslib.data`
 ==================  ============================  ======================================
 
@@ -47,9 +48,10 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 __all__ = ["Entry", "Registry", "UnknownEntry", "BACKBONES", "SEG_BACKBONES", "EXPANSIONS", "LOSS_NETWORKS",
-           "REFINERS", "SEG_METHODS", "DATASETS", "TABLES", "table", "load_plugins", "plugin_module_name",
+           "REFINERS", "SEG_METHODS", "SEG_CROPS", "DATASETS", "TABLES", "table", "load_plugins", "plugin_module_name",
            "registered_by", "is_plugin", "plugin_code", "register_backbone", "register_seg_backbone", "register_expansion",
-           "register_loss_network", "register_refiner", "register_seg_method", "register_dataset"]
+           "register_loss_network", "register_refiner", "register_seg_method", "register_seg_crop",
+           "register_dataset"]
 
 
 class UnknownEntry(ValueError):
@@ -135,12 +137,14 @@ EXPANSIONS = Registry("CAM expansion", "ssc.expansion", "sslib.models.expansions
 LOSS_NETWORKS = Registry("reconstruction loss network", "model.loss_network", "sslib.models.perceptual")
 REFINERS = Registry("pseudo-label refiner", "make_pseudo_labels.refiner", "sslib.refiners")
 SEG_METHODS = Registry("segmentation method", "train_seg.method", "sslib.seg_methods")
+SEG_CROPS = Registry("segmentation training crop", "train_seg.crop", "sslib.data.crops")
 DATASETS = Registry("data set", "data.dataset", "sslib.data")
 
 #: every table by its short name (the name :func:`sslib.config.one_of` takes)
 TABLES: dict[str, Registry] = {
     "backbones": BACKBONES, "seg_backbones": SEG_BACKBONES, "expansions": EXPANSIONS,
-    "loss_networks": LOSS_NETWORKS, "refiners": REFINERS, "seg_methods": SEG_METHODS, "datasets": DATASETS,
+    "loss_networks": LOSS_NETWORKS, "refiners": REFINERS, "seg_methods": SEG_METHODS, "seg_crops": SEG_CROPS,
+    "datasets": DATASETS,
 }
 
 register_backbone = BACKBONES.register
@@ -149,6 +153,7 @@ register_expansion = EXPANSIONS.register
 register_loss_network = LOSS_NETWORKS.register
 register_refiner = REFINERS.register
 register_seg_method = SEG_METHODS.register
+register_seg_crop = SEG_CROPS.register
 register_dataset = DATASETS.register
 
 

@@ -191,11 +191,14 @@ class FitSettings:
     progress: bool = True
     #: end (as if interrupted) after this many epochs of this call (tests of resuming)
     stop_after_epochs: int | None = None
+    #: the names of the scores :func:`fit`'s ``after_epoch`` returns (more history columns)
+    epoch_metrics: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "checkpoint_path", Path(self.checkpoint_path))
         object.__setattr__(self, "timings_path", Path(self.timings_path))
         object.__setattr__(self, "loss_names", tuple(self.loss_names))
+        object.__setattr__(self, "epoch_metrics", tuple(self.epoch_metrics))
 
 
 # --------------------------------------------------------------------------- the step's view
@@ -449,9 +452,19 @@ def _check_names(modules: Mapping[str, Any], optimizers: Mapping[str, Any]) -> N
         raise ValueError(f"module/optimizer names must be distinct and not {_RESERVED}: {sorted(clash)}")
 
 
+#: ``after_epoch(epoch, history) -> {name: score}``: after epoch ``epoch`` (1-based) is trained,
+#: on every rank, with the history of the epochs before it; before the epoch's checkpoint
+AfterEpochFn = Callable[[int, list], "dict[str, float]"]
+
+
 def fit(settings: FitSettings, dataset: Dataset, modules: Mapping[str, nn.Module | None],
-        optimizers: Mapping[str, torch.optim.Optimizer | None], step: StepFn) -> FitResult:
+        optimizers: Mapping[str, torch.optim.Optimizer | None], step: StepFn,
+        after_epoch: AfterEpochFn | None = None) -> FitResult:
     """Train ``modules`` on ``dataset`` for ``settings.epochs`` epochs, resuming a matching checkpoint.
+
+    ``after_epoch`` (e.g. a score on val that keeps the best epoch's weights) returns the
+    scores ``settings.epoch_metrics`` names; they join the epoch's history row (and so the
+    checkpoint and ``losses.csv``), so a resumed run knows them.
 
     Raises:
         ConfigError: the batch does not split over the processes or exceeds the data set.
@@ -462,7 +475,7 @@ def fit(settings: FitSettings, dataset: Dataset, modules: Mapping[str, nn.Module
     check_batch_size(s.name, s.batch_size, dist.world_size, len(dataset))
     sampler = EpochSampler(len(dataset), s.batch_size, s.seed, dist.rank, dist.world_size)
     steps = sampler.steps_per_epoch()
-    fields = ["epoch", "step", "lr", "loss", *s.loss_names]  # a history row's keys
+    fields = ["epoch", "step", "lr", "loss", *s.loss_names, *s.epoch_metrics]  # a history row's keys
     start, history, epoch_s = _resume(s.name, s.run, s.checkpoint_path, s.fingerprint, s.epochs, modules,
                                       optimizers, s.timings_path, dist, fields)
     end = s.epochs if s.stop_after_epochs is None else min(s.epochs, start + s.stop_after_epochs)
@@ -478,7 +491,9 @@ def fit(settings: FitSettings, dataset: Dataset, modules: Mapping[str, nn.Module
             mean, seconds = loop.epoch(epoch)
             epoch_s.append(seconds)
             lr = loop.optimizers[0].param_groups[0]["lr"] if loop.optimizers else 0.0
-            history.append(dict(zip(fields, [epoch + 1, (epoch + 1) * steps, lr, *mean])))
+            scores = after_epoch(epoch + 1, history) if after_epoch is not None else {}
+            history.append(dict(zip(fields, [epoch + 1, (epoch + 1) * steps, lr, *mean,
+                                             *(float(scores[k]) for k in s.epoch_metrics)])))
             if dist.is_main:
                 save(_state(epoch + 1, (epoch + 1) * steps, s.fingerprint, history, modules, optimizers),
                      s.checkpoint_path)

@@ -27,7 +27,7 @@ from sslib.stages import eval_seg, train_seg
 TINY = {
     "synthetic": {"n_train": 4, "n_val": 2, "image_size": 32, "max_objects": 2},
     "runs": {"variants": ["ssc"], "seeds": [0], "downstream": {"variants": ["ssc"], "seeds": [0]}},
-    "train_seg": {"backbone_weights": "none", "epochs": 2, "batch_size": 2, "crop_size": 32, "scale_range": [0.9, 1.1],
+    "train_seg": {"backbone_weights": "none", "epochs": 2, "batch_size": 2, "crop_size": 32, "crops": {"scale_crop": {"scale_range": [0.9, 1.1]}},
                   "methods": {"beco": {"warm_up_epochs": 1}}},
     "eval_seg": {"scales": [1.0, 1.5], "crf": False, "workers": 1},
 }

@@ -160,13 +160,16 @@ class DeepLabV2(nn.Module):
 
 
 
-def load_seg_nets(path, device: torch.device | str = "cpu") -> list[DeepLabV2]:
+def load_seg_nets(path, device: torch.device | str = "cpu", which: str = "nets") -> list[DeepLabV2]:
     """The trained segmentation network(s) of one run, in eval mode, on ``device``, for
     inference only (BatchNorm folded into the convs, :func:`sslib.models.fold.fold_batchnorm`).
 
     ``path`` holds ``{"nets": [state_dict, ...], "model": {"backbone", "output_stride",
     "num_classes"}, ...}`` (read with ``weights_only=True``; one net for ``ce``, two for
-    ``beco``). Raises :class:`sslib.io.DataError` naming ``path`` if it is missing or unreadable.
+    ``beco``). ``which``: ``"nets"``, the run's model (with ``eval_seg.selection:
+    best_on_val`` the epoch selected on val), or ``"last_nets"``, the last epoch's (kept
+    beside a selected model). Raises :class:`sslib.io.DataError` naming ``path`` if it is
+    missing or unreadable, or has no ``which``.
     """
     from pathlib import Path
 
@@ -180,7 +183,7 @@ def load_seg_nets(path, device: torch.device | str = "cpu") -> list[DeepLabV2]:
         ck = torch.load(path, map_location="cpu", weights_only=True)
         m = ck["model"]
         nets = []
-        for state in ck["nets"]:
+        for state in ck[which]:
             net = DeepLabV2(int(m["num_classes"]), m["backbone"], weights=None, output_stride=int(m["output_stride"]))
             net.load_state_dict(state)
             fold_batchnorm(net.eval())  # inference only: the same logits to float rounding, faster

@@ -5,9 +5,11 @@ One run, top to bottom (BECO's ``test.py`` with its multi-scale ``test_step``):
 1. model: the run's :func:`sslib.models.load_seg_nets`, of which the networks the
    segmentation method declares (``inference_nets``, :mod:`sslib.seg_methods`; all of
    them: one for ``ce``, BECO's two) have their logits averaged;
-2. for every val image: the logits at ``eval_seg.scales`` (and flipped with ``flip``),
-   each resized to the image and fused pixel-wise (``fusion``: max, BECO's, or mean;
-   :func:`sslib.inference.multiscale_logits`); the prediction is their argmax;
+2. for every val image (first resized to ``eval_seg.resize`` squared when it is not 0, SSC's
+   512): the logits at ``eval_seg.scales`` (and flipped with ``flip``), each resized to the
+   image and fused pixel-wise (``fusion``: max, BECO's, or mean;
+   :func:`sslib.inference.multiscale_logits`), brought back to the image's own size; the
+   prediction is their argmax;
 3. with ``crf``: the dense CRF on the fused softmax (BECO's settings,
    :func:`sslib.crf.crf_prob`) on the real image, or with ``crf_image: beco`` on the
    official code's uint8-wrapped mean-subtracted image (:func:`sslib.crf.beco_crf_image`);
@@ -16,6 +18,12 @@ One run, top to bottom (BECO's ``test.py`` with its multi-scale ``test_step``):
    :func:`sslib.paths.seg_prediction_dir` (the format of VOC's evaluation server);
 5. ``metrics.json`` under :func:`sslib.paths.seg_eval_reports`: mIoU, per-class IoU,
    precision and recall against the ground truth, with and without the CRF.
+
+With ``eval_seg.selection: best_on_val`` (SSC's) the run's model is the epoch whose val
+mIoU was best during training (``train_seg`` scored val after every epoch): the model was
+selected on the split it is scored on, and the metrics say so (``selection``). The last
+epoch's networks are scored too, with the same protocol (``last``: mIoU with and without the
+CRF); the predictions written are the selected model's.
 
 The predictions are remade on every run (a settings change or a new model changes them all).
 
@@ -41,18 +49,7 @@ from ..formats import save_png, voc_palette
 from ..pool import cpu_workers, executor
 from . import common
 
-__all__ = ["run", "eval_seg", "segment", "fused_logits", "inference_nets"]
-
-
-def fused_logits(nets: list[torch.nn.Module], image: torch.Tensor, cfg) -> torch.Tensor:
-    """(1, 3, H, W) normalised image -> (1, K, H, W) fused multi-scale logits of the averaged networks."""
-    from ..inference import multiscale_logits
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        return sum(n(x) for n in nets) / len(nets)
-
-    with torch.no_grad():
-        return multiscale_logits(forward, image, tuple(cfg.scales), fusion=cfg.fusion, flip=cfg.flip)
+__all__ = ["run", "eval_seg", "segment", "inference_nets"]
 
 
 def inference_nets(params: Params, nets: list[torch.nn.Module]) -> list[torch.nn.Module]:
@@ -86,10 +83,11 @@ def _crf_kwargs(params: Params) -> dict[str, Any]:
 
 def segment(params: Params, nets: list[torch.nn.Module], sample: dict, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
     """One image (a sample with ``image`` (H, W, 3) uint8) -> (prediction (H, W) uint8, softmax (K, H, W) float32)."""
-    from ..data.transforms import normalize
+    from ..inference import image_logits
 
-    x = torch.from_numpy(np.ascontiguousarray(normalize(sample["image"]).transpose(2, 0, 1)))[None].to(device)
-    logits = fused_logits(nets, x, params.eval_seg)[0].float()
+    cfg = params.eval_seg
+    logits = image_logits(lambda x: sum(n(x) for n in nets) / len(nets), sample["image"], device,
+                          scales=cfg.scales, fusion=cfg.fusion, flip=cfg.flip, resize=cfg.resize)
     prob = logits.softmax(0)
     return prob.argmax(0).to(torch.uint8).cpu().numpy(), prob.cpu().numpy()
 
@@ -162,7 +160,9 @@ def eval_seg(params: Params, variant: str, seed: int, *, progress: bool = True) 
         raise ImportError(f"eval_seg.crf is on but the dense CRF is not installed: {INSTALL_HINT} "
                           "(or set eval_seg.crf: false)")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    nets = inference_nets(params, load_seg_nets(paths.seg_model(params, variant, seed), device))
+    model = paths.seg_model(params, variant, seed)
+    selected = cfg.selection == "best_on_val"
+    nets = inference_nets(params, load_seg_nets(model, device))
     classes = ("background", *dataset_classes(params.data))
     split = params.data.val_split
     ds = build_dataset(params.data, split)
@@ -180,10 +180,37 @@ def eval_seg(params: Params, variant: str, seed: int, *, progress: bool = True) 
     metrics = {"variant": variant, "seed": seed, "split": split, "images": len(ds), "miou": final["miou"],
                "crf": cfg.crf, "settings": {k: v for k, v in to_dict(cfg).items() if k not in ("out_dir", "workers")},
                "final": _summary(final, classes), "no_crf": _summary(raw, classes)}
+    if selected:
+        metrics["selection"] = _selection(model, split)
+        last = inference_nets(params, load_seg_nets(model, device, which="last_nets"))
+        scratch = out.parent / f".{out.name}.last"
+        scratch.mkdir(exist_ok=True)
+        try:
+            l_raw, l_crf = _predict_all(params, last, ds, device, scratch, len(classes), progress,
+                                        f"eval_seg {variant} seed {seed} (last epoch)")
+        finally:
+            for f in scratch.glob("*"):
+                f.unlink()
+            scratch.rmdir()
+        l_raw_s = scores(l_raw, classes)
+        metrics["last"] = {"miou": (scores(l_crf, classes) if cfg.crf else l_raw_s)["miou"], "no_crf_miou": l_raw_s["miou"]}
     write_json(paths.seg_eval_reports(variant, seed) / paths.METRICS, metrics)
     write_json(paths.timings("eval_seg", paths.run_name(variant, seed)),
                {"seconds": round(seconds, 2), "images_per_s": round(len(ds) / max(seconds, 1e-9), 2)})
     return metrics
+
+
+def _selection(model, split: str) -> dict:
+    """What ``model.pt`` says of its selection, and the sentence the reports print."""
+    sel = torch.load(model, map_location="cpu", weights_only=True).get("selection")
+    if not isinstance(sel, dict) or "epoch" not in sel:
+        raise DataError(f"{model}: eval_seg.selection is best_on_val but the model holds no selection "
+                        "(train it again with this setting: dvc repro)")
+    epochs = len(sel["val_miou"])
+    return {"rule": "best_on_val", "split": split, "epoch": int(sel["epoch"]), "epochs": epochs,
+            "val_miou": [float(x) for x in sel["val_miou"]],
+            "statement": f"the model was selected on {split}, the split it is scored on: epoch {sel['epoch']} of "
+                         f"{epochs}, the best of train_seg's per-epoch {split} mIoU"}
 
 
 def run(params: Params, variant: str, seed: int, progress: bool = True) -> dict:

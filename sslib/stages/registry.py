@@ -191,8 +191,21 @@ def _pseudo_label_table_reads(params: Params) -> tuple[str, ...]:
 
 
 def _seg_keys(*keys: str) -> Callable[[Params, str | None], dict[str, Any]]:
-    """``pick`` of ``keys`` with ``train_seg.methods`` cut down to the chosen method's settings."""
-    return lambda params, variant: only_chosen(pick(params, *keys), params, "train_seg", "method", "methods")
+    """``pick`` of ``keys`` with ``train_seg.methods`` and ``train_seg.crops`` cut down to the
+    chosen method's and crop's settings."""
+    def settings(params: Params, variant: str | None) -> dict[str, Any]:
+        out = only_chosen(pick(params, *keys), params, "train_seg", "method", "methods")
+        return only_chosen(out, params, "train_seg", "crop", "crops")
+    return settings
+
+
+def _train_seg(params: Params, variant: str | None) -> dict[str, Any]:
+    """train_seg's own keys, and of eval_seg's the selection (and, selecting on val, the resize
+    its per-epoch val score uses)."""
+    keys = ["data", "runs.devices", "make_pseudo_labels.out_dir", "train_seg", "eval_seg.selection"]
+    if params.eval_seg.selection == "best_on_val":
+        keys.append("eval_seg.resize")
+    return _seg_keys(*keys)(params, variant)
 
 
 def _keys(*keys: str) -> Callable[[Params, str | None], dict[str, Any]]:
@@ -241,8 +254,9 @@ REGISTRY: tuple[Stage, ...] = (
           "The CAM -> IR label -> pseudo label table over the downstream runs, and its figure.",
           _pseudo_label_table, reads=_pseudo_label_table_reads),
     Stage("train_seg", "30_train_seg",
-          "DeepLabV2 on each downstream run's pseudo labels (CE in the confidence mask, or BECO).",
-          _seg_keys("data", "runs.devices", "make_pseudo_labels.out_dir", "train_seg"),
+          "DeepLabV2 on each downstream run's pseudo labels (CE in the confidence mask, or BECO;\n"
+          "with eval_seg.selection best_on_val it scores val after each epoch and keeps the best).",
+          _train_seg,
           reads=(*ROOT_DATA, f"${{make_pseudo_labels.out_dir}}/{RUN}"), runs="runs.downstream", persist=_TRAINED),
     Stage("eval_seg", "31_eval_seg",
           "Multi-scale (+ dense CRF) segmentation of the val split by each downstream run's network.",

@@ -1,17 +1,24 @@
 """Train the segmentation network of one downstream run on its pseudo labels (the ``train_seg`` stage).
 
-One run, top to bottom (BECO's ``main.py`` with SSC's configuration):
+One run, top to bottom (BECO's co-training as SSC's ``segmentation/main.py`` runs it, or
+plain CE):
 
 1. data: the train split's images with the run's pseudo labels and confidence masks (the
    ``make_pseudo_labels`` stage's PNGs; a missing one stops the run before training, a
    mis-sized or unreadable one when it is first drawn, with :class:`sslib.io.DataError`
-   naming the file), augmented as BECO does (:class:`sslib.data.ScaleCropTransform`:
-   rescale by ``train_seg.scale_range``, flip, ``crop_size`` crop; padding is ignored);
+   naming the file), augmented by the chosen crop (``train_seg.crop``, an entry of
+   :data:`sslib.registry.SEG_CROPS`, settings ``train_seg.crops.<crop>``): ``scale_crop``
+   rescales by a factor from ``scale_range``, flips and crops ``crop_size`` (padding smaller
+   images); ``resized_crop``, SSC's, takes a window of 50-75 % of the image's area at an
+   aspect of 3/4-4/3 and resizes it to ``crop_size`` (never padded). Pixels labelled 255
+   (padding, ignored) are in no loss;
 2. model: :class:`sslib.models.DeepLabV2` on ``train_seg.backbone`` with ImageNet weights
-   (``backbone_weights``; never a COCO-pretrained DeepLab), BatchNorm training
-   (SyncBatchNorm under DDP on CUDA); as many networks as the method declares (``beco``: two);
+   (``backbone_weights``; never a COCO-pretrained DeepLab), BatchNorm training (each GPU's
+   own statistics under DDP, SSC's; SyncBatchNorm with ``sync_bn``); as many networks as
+   the method declares (``beco``: two);
 3. optimiser: SGD over every parameter (the head at ``lr * head_lr_mult``), momentum,
-   weight decay, the poly schedule down to ``min_lr`` (BECO's PolyLR);
+   weight decay, the poly schedule down to ``min_lr`` (BECO's PolyLR); the batch is the
+   whole step's, or each process's with ``batch_per_device`` (SSC: 16 per GPU);
 4. loss, on the logits upsampled to the crop: the chosen method's step
    (``train_seg.method``, an entry of :data:`sslib.registry.SEG_METHODS`,
    :mod:`sslib.seg_methods`, with its settings ``train_seg.methods.<method>``):
@@ -25,8 +32,14 @@ One run, top to bottom (BECO's ``main.py`` with SSC's configuration):
      the mask plus the other network's argmax outside it. Not done: BECO's photometric
      augmentation of the mixed images (``mix_aug``: albumentations colour transforms);
 
-5. per epoch an atomic checkpoint; at the end ``model.pt`` (``{"nets", "model", "method",
-   "variant", "seed"}``, read by :func:`sslib.models.load_seg_nets`), then ``losses.csv``
+5. with ``eval_seg.selection: best_on_val`` (SSC's), after every epoch the val split's
+   mIoU of the networks' averaged logits (scale 1.0 after ``eval_seg.resize``, no flip, no
+   CRF: SSC's ``val_step``), sharded over the processes; the networks of the best epoch
+   (the first of equal ones) are kept in :func:`sslib.paths.seg_best`;
+6. per epoch an atomic checkpoint; at the end ``model.pt`` (``{"nets", "model", "method",
+   "variant", "seed"}``, read by :func:`sslib.models.load_seg_nets`; with selection ``nets``
+   are the selected epoch's, ``last_nets`` the last epoch's and ``selection`` says which
+   epoch and every epoch's val mIoU), then ``losses.csv`` (with ``val_miou`` when selecting)
    and ``metrics.json`` under :func:`sslib.paths.seg_reports` (with the initialisation).
 
 The loop (sampling, poly lr, resume, NaN stop, checkpoints, DDP, AMP, timings) is
@@ -42,10 +55,12 @@ Shell::
 """
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -55,7 +70,7 @@ from ..distributed import DistInfo
 from ..io import DataError
 from . import _training, common
 
-__all__ = ["run", "train_seg", "loss_names", "method_settings", "init_record"]
+__all__ = ["run", "train_seg", "loss_names", "method_settings", "run_settings", "selecting", "global_batch", "init_record"]
 
 
 def loss_names(method: str) -> tuple[str, ...]:
@@ -72,6 +87,27 @@ def method_settings(params: Params) -> dict[str, Any]:
     t = params.train_seg
     _, settings = chosen(t, "method")
     return {"method": t.method, **(to_dict(settings) if settings is not None else {})}
+
+
+def run_settings(params: Params) -> dict[str, Any]:
+    """:func:`method_settings` and ``crop``, ``crop_settings`` (the chosen crop's) and
+    ``selection`` (``eval_seg.selection``): what a run's metrics record of how it trained."""
+    from ..config import chosen, to_dict
+
+    t = params.train_seg
+    _, crop = chosen(t, "crop")
+    return {**method_settings(params), "crop": t.crop, "crop_settings": to_dict(crop) if crop is not None else {},
+            "selection": params.eval_seg.selection}
+
+
+def selecting(params: Params) -> bool:
+    """Whether the run keeps the epoch best on val (``eval_seg.selection: best_on_val``)."""
+    return params.eval_seg.selection == "best_on_val"
+
+
+def global_batch(t, world_size: int) -> int:
+    """The whole step's batch: ``batch_size``, or ``batch_size`` per process with ``batch_per_device``."""
+    return t.batch_size * world_size if t.batch_per_device else t.batch_size
 
 
 def _run(params: Params, variant: str, seed: int) -> _training.TrainingRun:
@@ -92,16 +128,19 @@ def init_record(params: Params) -> str:
 
 def _dataset(params: Params, variant: str, seed: int) -> Dataset:
     """Train images with ``pseudo_label`` and ``confidence`` (crop, crop) int64 maps, augmented."""
-    from ..data import LabelMapDataset, ScaleCropTransform, build_dataset, dataset_classes
+    from ..data import LabelMapDataset, build_dataset, dataset_classes
     from ..pseudo_labels import load_confidence_mask, load_pseudo_label
+
+    from ..config import chosen
 
     t = params.train_seg
     k = len(dataset_classes(params.data)) + 1
+    entry, crop = chosen(t, "crop")
     base = build_dataset(params.data, params.data.train_split, with_mask=False)
     labels = LabelMapDataset(base, "pseudo_label", lambda n: paths.pseudo_label_file(params, variant, seed, n),
                              lambda p, hw: load_pseudo_label(p, hw, k))
     return LabelMapDataset(labels, "confidence", lambda n: paths.confidence_mask_file(params, variant, seed, n),
-                           load_confidence_mask, ScaleCropTransform(t.scale_range, t.crop_size, t.hflip))
+                           load_confidence_mask, entry.factory(crop, t.crop_size, t.hflip))
 
 
 def _check_files(params: Params, variant: str, seed: int, names: list[str]) -> None:
@@ -116,7 +155,9 @@ def _check_files(params: Params, variant: str, seed: int, names: list[str]) -> N
 def _fingerprint(params: Params, variant: str, seed: int) -> dict:
     """What a checkpoint must agree with to be resumed (not the output paths or worker count)."""
     meta = paths.pseudo_label_dir(params, variant, seed) / common.META
-    train = {**_training.train_settings(params.train_seg), "methods": method_settings(params)}
+    train = {**_training.train_settings(params.train_seg), "methods": run_settings(params)}
+    if selecting(params):
+        train["val"] = {"split": params.data.val_split, "resize": params.eval_seg.resize}
     return {"variant": variant, "seed": seed, "train": train,
             "data": _training.data_settings(params.data), "pseudo_labels": _training.file_md5(meta)}
 
@@ -130,7 +171,7 @@ def _build(params: Params, num_classes: int, device: torch.device, world_size: i
     nets, groups = {}, []
     for name in net_names(t.method):
         net = DeepLabV2(num_classes, t.backbone, weights=t.backbone_weights, output_stride=t.output_stride)
-        if world_size > 1 and device.type == "cuda":
+        if t.sync_bn and world_size > 1 and device.type == "cuda":
             net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
         net = net.to(device, memory_format=torch.channels_last)  # 20 % faster CPU step (docs/measurements.md)
         backbone, head = net.param_groups()
@@ -160,9 +201,14 @@ def train_seg(params: Params, variant: str, seed: int, *, progress: bool = True,
     from ..config import chosen
     from ..data import dataset_classes
 
+    from dataclasses import replace
+
+    from .. import distributed
+
     t, job = params.train_seg, _run(params, variant, seed)
     entry, method = chosen(t, "method")
-    dist = job.start(t.batch_size, check=lambda dist: _check_batch_multiple(t, dist))
+    batch = global_batch(t, distributed.init().world_size)
+    dist = job.start(batch, check=lambda dist: _check_batch_multiple(t, batch, dist))
     k = len(dataset_classes(params.data)) + 1
     dataset = _dataset(params, variant, seed)
     _check_files(params, variant, seed, dataset.names)
@@ -172,24 +218,104 @@ def train_seg(params: Params, variant: str, seed: int, *, progress: bool = True,
     step = entry.factory(method, seed)
     names = loss_names(t.method)
     settings = job.fit_settings(t, fingerprint, names, progress=progress, stop_after_epochs=stop_after_epochs)
-    result = training.fit(settings, dataset, nets, {"opt": opt}, step)
+    settings = replace(settings, batch_size=batch)
+    best = paths.seg_best(params, variant, seed)
+    scorer = None
+    if selecting(params):
+        settings = replace(settings, epoch_metrics=("val_miou",))
+        scorer = _BestOnVal(params, list(nets.values()), dist, best, k)
+    result = training.fit(settings, dataset, nets, {"opt": opt}, step, after_epoch=scorer)
     model = {"backbone": t.backbone, "output_stride": t.output_stride, "num_classes": k}
-    return job.finish(result, dist, t.epochs, names,
-                      lambda: {"nets": [training.unwrap(n).state_dict() for n in nets.values()], "model": model,
-                               "method": t.method, "variant": variant, "seed": seed},
-                      settings=method_settings(params),
-                      about={**model, "init": init_record(params)})
+
+    def saved() -> dict:
+        out = {"nets": [training.unwrap(n).state_dict() for n in nets.values()], "model": model,
+               "method": t.method, "variant": variant, "seed": seed}
+        if scorer is not None:
+            kept = _read_best(best)
+            out = {**out, "nets": kept["nets"], "last_nets": out["nets"],
+                   "selection": {"rule": "best_on_val", "epoch": kept["epoch"],
+                                 "val_miou": [row["val_miou"] for row in result.history]}}
+        return out
+
+    about = {**model, "init": init_record(params), "batch": batch}
+    if scorer is not None and result.finished:
+        scores = [row["val_miou"] for row in result.history]
+        about["selection"] = {"rule": "best_on_val", "split": params.data.val_split,
+                              "epoch": _best_epoch(scores), "val_miou": scores}
+    metrics = job.finish(result, dist, t.epochs, names, saved, settings=run_settings(params), about=about)
+    if scorer is not None and result.finished and dist.is_main:
+        best.unlink(missing_ok=True)  # model.pt holds the selected networks now
+    return metrics
 
 
-def _check_batch_multiple(t, dist: DistInfo) -> None:
+def _best_epoch(scores: list[float]) -> int:
+    """The 1-based epoch of the best score (the first of equal ones; NaN never best)."""
+    best, epoch = -math.inf, 1
+    for i, x in enumerate(scores):
+        if x > best:
+            best, epoch = x, i + 1
+    return epoch
+
+
+def _read_best(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise DataError(f"{path}: the networks of the best val epoch are missing (deleted during the run?); "
+                        "train the run again") from None
+
+
+class _BestOnVal:
+    """After each epoch: the val mIoU of the networks' averaged logits (SSC's ``val_step``:
+    scale 1.0 after ``eval_seg.resize``, no flip, no CRF), this process's share of the
+    images (``rank::world``, confusions summed over the processes); the networks are saved
+    to ``path`` when the score beats every earlier epoch's."""
+
+    def __init__(self, params: Params, nets: list[torch.nn.Module], dist: DistInfo, path: Path, k: int):
+        from ..data import build_dataset
+
+        self.params, self.nets, self.dist, self.path, self.k = params, nets, dist, path, k
+        self.data = build_dataset(params.data, params.data.val_split)
+        self.mine = range(dist.rank, len(self.data), dist.world_size)
+
+    def __call__(self, epoch: int, history: list[dict]) -> dict[str, float]:
+        from ..inference import confusion, image_logits
+        from ..metrics import scores
+
+        nets, device = [training.unwrap(n) for n in self.nets], self.dist.device
+        for n in nets:
+            n.eval()
+        conf = torch.zeros(self.k, self.k, dtype=torch.int64, device=device)
+        for i in self.mine:
+            s = self.data[i]
+            if s.get("mask") is None:
+                raise DataError(f"{self.params.data.val_split}: image {s['name']} has no ground-truth mask "
+                                "(eval_seg.selection: best_on_val scores val after every epoch)")
+            logits = image_logits(lambda x: sum(n(x) for n in nets) / len(nets), s["image"], device,
+                                  resize=self.params.eval_seg.resize)
+            gt = torch.as_tensor(np.asarray(s["mask"]), device=device)
+            conf += confusion(logits.argmax(0), gt, self.k)
+        for n in nets:
+            n.train()
+        if self.dist.world_size > 1:
+            import torch.distributed as tdist
+
+            tdist.all_reduce(conf)
+        miou = float(scores(conf.cpu().numpy())["miou"])
+        if _best_epoch([*(row["val_miou"] for row in history), miou]) == epoch and self.dist.is_main:
+            training.save({"epoch": epoch, "val_miou": miou, "nets": [n.state_dict() for n in nets]}, self.path)
+        return {"val_miou": miou}
+
+
+def _check_batch_multiple(t, batch: int, dist: DistInfo) -> None:
     """Each process's share of the batch must be a multiple of the method's ``batch_multiple``
     (BECO mixes pairs of images)."""
     from ..config import ConfigError, chosen
 
     multiple = chosen(t, "method")[0].get("batch_multiple", 1)
-    if (t.batch_size // dist.world_size) % multiple:
+    if (batch // dist.world_size) % multiple:
         raise ConfigError(f"train_seg.batch_size: the segmentation method {t.method!r} needs each process's batch "
-                          f"to be a multiple of {multiple}; {t.batch_size} over {dist.world_size} processes is not")
+                          f"to be a multiple of {multiple}; {batch} over {dist.world_size} processes is not")
 
 
 def run(params: Params, variant: str, seed: int, progress: bool = True) -> dict:
