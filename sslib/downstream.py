@@ -179,12 +179,17 @@ PAPER_COLUMNS = {"cam_miou": "CAM mIoU (train)", "pl_miou": "pseudo-label mIoU (
                  "seg_miou": "segmentation mIoU (val)"}
 
 
-def _seg_miou(root: Path, variant: str, seed: int) -> tuple[float, float]:
-    """(final mIoU, mIoU without the CRF) of an ``eval_seg`` run."""
+def _seg_miou(root: Path, variant: str, seed: int) -> tuple[float, float, dict | None]:
+    """(final mIoU, mIoU without the CRF, ``{"epoch", "epochs", "last"}`` when the model was
+    selected on val, else None) of an ``eval_seg`` run."""
     path = Path(root) / variant / f"seed{seed}" / "metrics.json"
     try:
         m = json.loads(path.read_text())
-        return _num(m["final"]["miou"]), _num(m["no_crf"]["miou"])
+        sel = None
+        if "selection" in m:
+            sel = {"epoch": int(m["selection"]["epoch"]), "epochs": int(m["selection"]["epochs"]),
+                   "last": _num(m["last"]["miou"])}
+        return _num(m["final"]["miou"]), _num(m["no_crf"]["miou"]), sel
     except FileNotFoundError:
         raise DataError(f"{path}: missing (run `dvc repro pipeline/eval_seg/dvc.yaml:eval_seg@{variant}-{seed}`)") from None
     except (json.JSONDecodeError, KeyError, TypeError) as e:
@@ -194,7 +199,9 @@ def _seg_miou(root: Path, variant: str, seed: int) -> tuple[float, float]:
 def paper_frame(variants: Sequence[str], seeds: Sequence[int], train_split: str,
                 roots: Mapping[str, str | Path]) -> pd.DataFrame:
     """One row per (variant, seed): ``cam_miou``, ``pl_miou`` (train split), ``seg_miou`` and
-    ``seg_miou_no_crf`` (val split), fractions.
+    ``seg_miou_no_crf`` (val split), fractions; when a run's model was selected on val
+    (``eval_seg.selection: best_on_val``), also ``seg_miou_last`` (the last epoch's model) and
+    ``selected_epoch`` / ``epochs``.
 
     Args:
         roots: stage -> its reports folder (``eval_cam``, ``make_pseudo_labels``, ``eval_seg``).
@@ -204,9 +211,12 @@ def paper_frame(variants: Sequence[str], seeds: Sequence[int], train_split: str,
         for s in seeds:
             cam = _read(roots["eval_cam"], "eval_cam", v, s, train_split)["best"]
             pl = _read(roots["make_pseudo_labels"], "make_pseudo_labels", v, s, train_split)
-            seg, seg_raw = _seg_miou(roots["eval_seg"], v, s)
-            rows.append({"variant": v, "seed": s, "cam_miou": _num(cam["miou"]), "pl_miou": _num(pl["miou"]),
-                         "seg_miou": seg, "seg_miou_no_crf": seg_raw})
+            seg, seg_raw, sel = _seg_miou(roots["eval_seg"], v, s)
+            row = {"variant": v, "seed": s, "cam_miou": _num(cam["miou"]), "pl_miou": _num(pl["miou"]),
+                   "seg_miou": seg, "seg_miou_no_crf": seg_raw}
+            if sel is not None:
+                row.update(seg_miou_last=sel["last"], selected_epoch=sel["epoch"], epochs=sel["epochs"])
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -216,7 +226,7 @@ def paper_table(runs: pd.DataFrame, dataset: str, order: Sequence[str] | None = 
     minus pseudo-label mIoU per seed: mean, std, min, max), ``seeds``, and ``paper_seg_miou``
     (the paper's number for ``dataset``, NaN when the data set is not the paper's)."""
     r = runs.copy()
-    cols = [*PAPER_COLUMNS, "seg_miou_no_crf"]
+    cols = [*PAPER_COLUMNS, "seg_miou_no_crf", *(["seg_miou_last"] if "seg_miou_last" in r else [])]
     for k in cols:
         r[k] = r[k].astype(float) * 100
     r["seg_gain"] = r["seg_miou"] - r["pl_miou"]
@@ -252,6 +262,17 @@ def variant_comparison(runs: pd.DataFrame, a: str, b: str, column: str) -> str:
     return _sign_verdict(d.min(), d.max(), d.mean(), f"{b} better", f"{b} worse") + f" ({spread})"
 
 
+def _selection_line(runs: pd.DataFrame, val_split: str) -> str:
+    """The words for a table whose segmentation models were selected on the split they are scored on."""
+    picked = runs.dropna(subset=["seg_miou_last"])
+    epochs = ", ".join(f"{r.variant} seed {r.seed}: epoch {int(r.selected_epoch)} of {int(r.epochs)}"
+                       for r in picked.itertuples())
+    return (f"* **Model selection on `{val_split}`**: each run's segmentation model is the epoch whose `{val_split}` "
+            f"mIoU was best during training (`eval_seg.selection: best_on_val`, as SSC's code keeps its best "
+            f"checkpoint), so `segmentation mIoU` was selected on the split it is scored on and is optimistic; "
+            f"`last epoch` scores the last epoch's model the same way ({epochs}).")
+
+
 def paper_markdown(tab: pd.DataFrame, runs: pd.DataFrame, *, dataset: str, train_split: str, val_split: str,
                    seeds: Sequence[int], settings: Mapping[str, object]) -> str:
     """The text of ``paper_table.md``: the three columns per variant (mean ± std over
@@ -264,6 +285,8 @@ def paper_markdown(tab: pd.DataFrame, runs: pd.DataFrame, *, dataset: str, train
         "pseudo-label mIoU (train)": [_pm(r, "pl_miou") for _, r in tab.iterrows()],
         "segmentation mIoU (val)": [_pm(r, "seg_miou") for _, r in tab.iterrows()],
         "without CRF": [_pm(r, "seg_miou_no_crf") for _, r in tab.iterrows()],
+        **({"last epoch (val)": [_pm(r, "seg_miou_last") for _, r in tab.iterrows()]}
+           if "seg_miou_last_mean" in tab else {}),
         "seeds": tab["seeds"],
         "paper (val)": [f"{paper:.1f}" if paper is not None and v == "ssc" else
                         ("not run here" if v == "ssc" else "") for v in tab["variant"]],
@@ -287,6 +310,7 @@ def paper_markdown(tab: pd.DataFrame, runs: pd.DataFrame, *, dataset: str, train
         "* `segmentation mIoU`: the network trained on them, multi-scale (and dense CRF when on) (`eval_seg`); "
         "`without CRF`: the same before the CRF.",
         f"* {paper_line}",
+        *([_selection_line(runs, val_split)] if "seg_miou_last" in runs else []),
         "",
         to_markdown(shown),
         "\n## Does the segmentation network improve on its labels?\n",

@@ -258,3 +258,61 @@ def test_eval_seg_without_a_model_names_the_file(in_project):
     params = in_project.params({"train_seg": {"out_dir": "artifacts/nowhere"}})
     with pytest.raises(DataError, match="nowhere/ssc/seed0/model.pt: no trained segmentation network"):
         eval_seg.eval_seg(params, *RUN, progress=False)
+
+
+# --------------------------------------------------------------------------- selection on val (SSC's)
+def test_best_on_val_keeps_the_best_epochs_networks(in_project, monkeypatch):
+    """A 3-epoch run whose val score peaks at epoch 2 (scripted): model.pt holds epoch 2's
+    networks as ``nets`` (the weights the checkpoint held after epoch 2) and the last epoch's
+    as ``last_nets``, through an interruption after epoch 2; the reports name the epoch."""
+    scripted = iter([0.2, 0.6, 0.4])
+    monkeypatch.setattr(train_seg._BestOnVal, "score", lambda self: next(scripted))
+    params = in_project.params({"train_seg": {"epochs": 3, "out_dir": "artifacts/seg_best"},
+                                "eval_seg": {"selection": "best_on_val"}})
+    assert train_seg.train_seg(params, *RUN, progress=False, stop_after_epochs=2) == {"stopped_at_epoch": 2}
+    after_two = torch.load(paths.seg_checkpoint(params, *RUN), weights_only=True)["net"]
+    assert paths.seg_best(params, *RUN).is_file()
+    m = train_seg.train_seg(params, *RUN, progress=False)
+    saved = torch.load(paths.seg_model(params, *RUN), weights_only=True)
+    assert saved["selection"] == {"rule": "best_on_val", "epoch": 2, "val_miou": [0.2, 0.6, 0.4]}
+    assert all(torch.equal(saved["nets"][0][k], v) for k, v in after_two.items())
+    assert not all(torch.equal(saved["last_nets"][0][k], v) for k, v in after_two.items())
+    assert m["selection"]["epoch"] == 2 and m["selection"]["split"] == "val" and m["selection"]["val_miou"][1] == 0.6
+    rows = (paths.seg_reports(*RUN) / paths.LOSSES).read_text().splitlines()
+    assert rows[0].endswith(",val_miou") and [r.split(",")[-1] for r in rows[1:]] == ["0.2", "0.6", "0.4"]
+    assert not paths.seg_best(params, *RUN).exists()  # model.pt holds them now
+    # eval_seg scores both and says, in words, that the model was selected on val
+    e = eval_seg.eval_seg(params, *RUN, progress=False)
+    assert e["selection"]["epoch"] == 2 and "selected on val, the split it is scored on" in e["selection"]["statement"]
+    assert 0 <= e["last"]["miou"] <= 1 and e["last"]["miou"] == e["last"]["no_crf_miou"]
+
+
+def test_the_per_epoch_val_score_is_eval_segs_miou_at_scale_one(in_project):
+    """The real per-epoch score of the selected epoch equals eval_seg's mIoU of the selected
+    model at scale 1.0, no flip, no CRF, the same resize (computed independently here)."""
+    params = in_project.params({"train_seg": {"epochs": 2, "out_dir": "artifacts/seg_best_real"},
+                                "eval_seg": {"selection": "best_on_val", "scales": [1.0], "resize": 48}})
+    m = train_seg.train_seg(params, *RUN, progress=False)
+    e = eval_seg.eval_seg(params, *RUN, progress=False)
+    picked = m["selection"]["val_miou"][m["selection"]["epoch"] - 1]
+    assert picked == max(m["selection"]["val_miou"])
+    assert e["no_crf"]["miou"] == pytest.approx(picked, abs=1e-3)
+
+
+def test_eval_seg_resize_runs_the_network_at_the_fixed_size(in_project, trained, monkeypatch):
+    """With resize 48 the networks see 48 x 48 images; the predictions come back at 32 x 32."""
+    params = in_project.params({"eval_seg": {"resize": 48, "scales": [1.0]}})
+    seen = []
+    real = eval_seg.inference_nets
+
+    def spy(p, nets):
+        for n in nets:
+            n.register_forward_pre_hook(lambda mod, args: seen.append(tuple(args[0].shape[-2:])))
+        return real(p, nets)
+
+    monkeypatch.setattr(eval_seg, "inference_nets", spy)
+    m = eval_seg.eval_seg(params, *RUN, progress=False)
+    assert seen and set(seen) == {(48, 48)}
+    assert m["settings"]["resize"] == 48 and 0 <= m["miou"] <= 1
+    with Image.open(paths.seg_prediction_file(params, *RUN, build_dataset(params.data, "val").names[0])) as im:
+        assert im.size == (32, 32)

@@ -59,8 +59,8 @@ def run(params: Params) -> PaperTable:
     drop = ("out_dir", "num_workers", "amp", "stop_on_nonfinite", "workers")
     t = {}
     for k, v in to_dict(params.train_seg).items():  # the chosen method's settings in place of the table
-        if k == "methods":
-            settings = chosen(params.train_seg, "method")[1]
+        if k in ("methods", "crops"):  # the chosen entry's settings in place of the table
+            settings = chosen(params.train_seg, "method" if k == "methods" else "crop")[1]
             t.update(to_dict(settings) if settings is not None else {})
         elif k not in drop:
             t[k] = v

@@ -279,6 +279,14 @@ class _BestOnVal:
         self.mine = range(dist.rank, len(self.data), dist.world_size)
 
     def __call__(self, epoch: int, history: list[dict]) -> dict[str, float]:
+        miou = self.score()
+        if _best_epoch([*(row["val_miou"] for row in history), miou]) == epoch and self.dist.is_main:
+            nets = [training.unwrap(n) for n in self.nets]
+            training.save({"epoch": epoch, "val_miou": miou, "nets": [n.state_dict() for n in nets]}, self.path)
+        return {"val_miou": miou}
+
+    def score(self) -> float:
+        """The val mIoU of the networks as they are now (every process gets the same number)."""
         from ..inference import confusion, image_logits
         from ..metrics import scores
 
@@ -301,10 +309,7 @@ class _BestOnVal:
             import torch.distributed as tdist
 
             tdist.all_reduce(conf)
-        miou = float(scores(conf.cpu().numpy())["miou"])
-        if _best_epoch([*(row["val_miou"] for row in history), miou]) == epoch and self.dist.is_main:
-            training.save({"epoch": epoch, "val_miou": miou, "nets": [n.state_dict() for n in nets]}, self.path)
-        return {"val_miou": miou}
+        return float(scores(conf.cpu().numpy())["miou"])
 
 
 def _check_batch_multiple(t, batch: int, dist: DistInfo) -> None:
