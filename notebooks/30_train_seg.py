@@ -19,29 +19,34 @@ data = {}
 runs = {}
 make_pseudo_labels = {}
 train_seg = {}
+eval_seg = {}  # its selection (best_on_val: val scored after each epoch) and resize
 
 # %%
 from sslib import notebook, paths
 from sslib.stages import train_seg as stage
 
 params = notebook.setup("train_seg", params_path, data=data, runs=runs, make_pseudo_labels=make_pseudo_labels,
-                        train_seg=train_seg)
+                        train_seg=train_seg, eval_seg=eval_seg)
 metrics = stage.run(params, variant, seed)
 metrics
 
 # %% [markdown]
 # ## Loss curves
 # Mean losses per epoch (`reports/train_seg/<variant>/seed<seed>/losses.csv`, also drawn by
-# `dvc plots show`) and the learning rate of the poly schedule.
+# `dvc plots show`), the learning rate of the poly schedule and, with `eval_seg.selection:
+# best_on_val`, each epoch's val mIoU (the selected epoch marked).
 
 # %%
 import matplotlib.pyplot as plt
 import pandas as pd
 
 losses = pd.read_csv(paths.seg_reports(variant, seed) / paths.LOSSES)
-keys = ["loss", *stage.loss_names(params.train_seg.method), "lr"]
+keys = ["loss", *stage.loss_names(params.train_seg.method), "lr", *(["val_miou"] if "val_miou" in losses else [])]
 fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8))
 for ax, key in zip(axes, keys):
     ax.plot(losses["epoch"], losses[key], marker="o")
     ax.set(title=key, xlabel="epoch")
+    if key == "val_miou":
+        ax.axvline(metrics["selected"]["epoch"], color="k", ls=":", label="selected")
+        ax.legend()
 plt.tight_layout()

@@ -29,8 +29,9 @@ TINY = {
     "train_cam": {"epochs": 1, "batch_size": 2},
     "ssc": {"warmup_epochs": 0},
     "train_irn": {"epochs": 1, "batch_size": 2, "crop_size": 32, "radius": 4},
-    "train_seg": {"epochs": 2, "batch_size": 2, "crop_size": 32},  # BECO: 1 warm-up epoch, then online labels
-    "eval_seg": {"workers": 1},
+    # BECO: 1 warm-up epoch, then online labels; SSC's resized crop; val scored after each epoch
+    "train_seg": {"epochs": 2, "batch_size": 2, "crop_size": 32, "methods": {"beco": {"warm_up_epochs": 1}}},
+    "eval_seg": {"workers": 1, "resize": 48},  # the preset's 512 at a tiny size
 }
 
 
@@ -68,6 +69,11 @@ def check_tables(repo: Path, dataset: str, paper: str) -> None:
     assert seg["crf"] is True and 0 <= seg["no_crf"]["miou"] <= 1
     train = json.loads((repo / "reports/train_seg/ssc/seed0/metrics.json").read_text())
     assert (train["method"], train["backbone"], train["output_stride"]) == ("beco", "resnet101", 8)
+    assert (train["crop"], train["selection"], train["batch"]) == ("resized_crop", "best_on_val", 2)
+    assert train["crop_settings"] == {"area": [0.5, 0.75], "aspect": [0.75, 1.333333]}
+    assert len(train["selected"]["val_miou"]) == 2 and seg["selection"]["epoch"] == train["selected"]["epoch"]
+    assert seg["settings"]["resize"] == 48 and "selected on" in seg["selection"]["statement"]
+    assert "Model selection on" in table and "last epoch (val)" in table
     assert "resnet101-cd907fc2.pth" in train["init"]
     stats = json.loads((repo / "reports/data_stats.json").read_text())
     assert stats["dataset"] == dataset, stats

@@ -1,5 +1,5 @@
-"""docs/extending.md kept true: a toy CAM expansion, refiner and segmentation method, each a
-plugin file plus params entries (no sslib file edited), run through the tiny pipeline."""
+"""docs/extending.md kept true: a toy CAM expansion, refiner, segmentation method and training
+crop, each a plugin file plus params entries (no sslib file edited), run through the tiny pipeline."""
 from __future__ import annotations
 
 import json
@@ -16,7 +16,8 @@ from test_pipeline import TINY
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-TOYS = ["tests/toys/toy_expansion.py", "tests/toys/toy_refiner.py", "tests/toys/toy_seg_method.py"]
+TOYS = ["tests/toys/toy_expansion.py", "tests/toys/toy_refiner.py", "tests/toys/toy_seg_method.py",
+        "tests/toys/toy_crop.py"]
 #: the params entries docs/extending.md shows, on the tiny pipeline
 EXTENDED = {
     "plugins": TOYS,
@@ -24,7 +25,8 @@ EXTENDED = {
     "ssc": {"expansions": {"toy_cap": {"ratio": 2.0}}},
     "variants": {"+cap": {"expansion": "toy_cap", "reconstruction": False, "alignment": False}},
     "make_pseudo_labels": {"refiner": "max_pool", "refiners": {"max_pool": {"bg_threshold": 0.3}}},
-    "train_seg": {"method": "smooth_ce", "methods": {"smooth_ce": {"smoothing": 0.1}}},
+    "train_seg": {"method": "smooth_ce", "methods": {"smooth_ce": {"smoothing": 0.1}},
+                  "crop": "center_crop", "crops": {"center_crop": {"share": 0.8}}},
 }
 
 
@@ -44,7 +46,7 @@ def repo(tmp_path_factory) -> Path:
     return dst
 
 
-def test_the_three_toys_run_through_the_pipeline(repo):
+def test_the_four_toys_run_through_the_pipeline(repo):
     r = dvc(repo, "repro")
     stages = ran(r)
     assert {"train_cam@+cap-0", "eval_cam@+cap-0", "make_pseudo_labels@+cap-0", "train_seg@+cap-0",
@@ -58,7 +60,10 @@ def test_the_three_toys_run_through_the_pipeline(repo):
     assert list(cam["variant"]["plugins"]) == ["tests/toys/toy_expansion.py"]
     assert "plugins" not in json.loads((resolved / "train_cam" / "settings-cam.json").read_text())["variant"]
     assert "tests/toys/toy_refiner.py" in json.loads((resolved / "make_pseudo_labels" / "code.json").read_text())
-    assert "tests/toys/toy_seg_method.py" in json.loads((resolved / "train_seg" / "code.json").read_text())
+    seg_code = json.loads((resolved / "train_seg" / "code.json").read_text())
+    assert {"tests/toys/toy_seg_method.py", "tests/toys/toy_crop.py"} <= set(seg_code)
+    seg = json.loads((resolved / "train_seg" / "settings-+cap.json").read_text())["train_seg"]
+    assert seg["crop"] == "center_crop" and seg["crops"] == {"center_crop": {"share": 0.8}}
     # ... and the new rows appear in the tables
     assert "| +cap |" in (repo / "reports" / "ablation.md").read_text()
     assert "+cap" in (repo / "reports" / "paper_table.md").read_text()

@@ -277,7 +277,8 @@ def test_best_on_val_keeps_the_best_epochs_networks(in_project, monkeypatch):
     assert saved["selection"] == {"rule": "best_on_val", "epoch": 2, "val_miou": [0.2, 0.6, 0.4]}
     assert all(torch.equal(saved["nets"][0][k], v) for k, v in after_two.items())
     assert not all(torch.equal(saved["last_nets"][0][k], v) for k, v in after_two.items())
-    assert m["selection"]["epoch"] == 2 and m["selection"]["split"] == "val" and m["selection"]["val_miou"][1] == 0.6
+    assert m["selection"] == "best_on_val" and m["selected"]["epoch"] == 2 and m["selected"]["split"] == "val"
+    assert m["selected"]["val_miou"][1] == 0.6
     rows = (paths.seg_reports(*RUN) / paths.LOSSES).read_text().splitlines()
     assert rows[0].endswith(",val_miou") and [r.split(",")[-1] for r in rows[1:]] == ["0.2", "0.6", "0.4"]
     assert not paths.seg_best(params, *RUN).exists()  # model.pt holds them now
@@ -294,8 +295,8 @@ def test_the_per_epoch_val_score_is_eval_segs_miou_at_scale_one(in_project):
                                 "eval_seg": {"selection": "best_on_val", "scales": [1.0], "resize": 48}})
     m = train_seg.train_seg(params, *RUN, progress=False)
     e = eval_seg.eval_seg(params, *RUN, progress=False)
-    picked = m["selection"]["val_miou"][m["selection"]["epoch"] - 1]
-    assert picked == max(m["selection"]["val_miou"])
+    picked = m["selected"]["val_miou"][m["selected"]["epoch"] - 1]
+    assert picked == max(m["selected"]["val_miou"])
     assert e["no_crf"]["miou"] == pytest.approx(picked, abs=1e-3)
 
 

@@ -240,7 +240,7 @@ def train_seg(params: Params, variant: str, seed: int, *, progress: bool = True,
     about = {**model, "init": init_record(params), "batch": batch}
     if scorer is not None and result.finished:
         scores = [row["val_miou"] for row in result.history]
-        about["selection"] = {"rule": "best_on_val", "split": params.data.val_split,
+        about["selected"] = {"rule": "best_on_val", "split": params.data.val_split,
                               "epoch": _best_epoch(scores), "val_miou": scores}
     metrics = job.finish(result, dist, t.epochs, names, saved, settings=run_settings(params), about=about)
     if scorer is not None and result.finished and dist.is_main:
