@@ -215,37 +215,35 @@ def train_seg(params: Params, variant: str, seed: int, *, progress: bool = True,
     fingerprint = _fingerprint(params, variant, seed)
     torch.manual_seed(seed)
     nets, opt = _build(params, k, dist.device, dist.world_size)
-    step = entry.factory(method, seed)
     names = loss_names(t.method)
     settings = job.fit_settings(t, fingerprint, names, progress=progress, stop_after_epochs=stop_after_epochs)
     settings = replace(settings, batch_size=batch)
-    best = paths.seg_best(params, variant, seed)
     scorer = None
     if selecting(params):
         settings = replace(settings, epoch_metrics=("val_miou",))
-        scorer = _BestOnVal(params, list(nets.values()), dist, best, k)
-    result = training.fit(settings, dataset, nets, {"opt": opt}, step, after_epoch=scorer)
+        scorer = _BestOnVal(params, list(nets.values()), dist, paths.seg_best(params, variant, seed), k)
+    result = training.fit(settings, dataset, nets, {"opt": opt}, entry.factory(method, seed), after_epoch=scorer)
     model = {"backbone": t.backbone, "output_stride": t.output_stride, "num_classes": k}
-
-    def saved() -> dict:
-        out = {"nets": [training.unwrap(n).state_dict() for n in nets.values()], "model": model,
-               "method": t.method, "variant": variant, "seed": seed}
-        if scorer is not None:
-            kept = _read_best(best)
-            out = {**out, "nets": kept["nets"], "last_nets": out["nets"],
-                   "selection": {"rule": "best_on_val", "epoch": kept["epoch"],
-                                 "val_miou": [row["val_miou"] for row in result.history]}}
-        return out
-
+    saved = {"model": model, "method": t.method, "variant": variant, "seed": seed}
     about = {**model, "init": init_record(params), "batch": batch}
     if scorer is not None and result.finished:
-        scores = [row["val_miou"] for row in result.history]
-        about["selected"] = {"rule": "best_on_val", "split": params.data.val_split,
-                              "epoch": _best_epoch(scores), "val_miou": scores}
-    metrics = job.finish(result, dist, t.epochs, names, saved, settings=run_settings(params), about=about)
+        about["selected"] = {"split": params.data.val_split, **scorer.selected(result.history)}
+    metrics = job.finish(result, dist, t.epochs, names, lambda: _model_file(nets, saved, scorer, result.history),
+                         settings=run_settings(params), about=about)
     if scorer is not None and result.finished and dist.is_main:
-        best.unlink(missing_ok=True)  # model.pt holds the selected networks now
+        scorer.path.unlink(missing_ok=True)  # model.pt holds the selected networks now
     return metrics
+
+
+def _model_file(nets: dict, saved: dict, scorer: "_BestOnVal | None", history: list[dict]) -> dict:
+    """What ``model.pt`` holds: the networks (with selection on val: the selected epoch's as
+    ``nets``, the last epoch's as ``last_nets``, and ``selection``) and ``saved``."""
+    last = [training.unwrap(n).state_dict() for n in nets.values()]
+    if scorer is None:
+        return {"nets": last, **saved}
+    kept = _read_best(scorer.path)
+    return {"nets": kept["nets"], **saved, "last_nets": last,
+            "selection": {"rule": "best_on_val", "epoch": kept["epoch"], "val_miou": [r["val_miou"] for r in history]}}
 
 
 def _best_epoch(scores: list[float]) -> int:
@@ -277,6 +275,12 @@ class _BestOnVal:
         self.params, self.nets, self.dist, self.path, self.k = params, nets, dist, path, k
         self.data = build_dataset(params.data, params.data.val_split)
         self.mine = range(dist.rank, len(self.data), dist.world_size)
+
+    @staticmethod
+    def selected(history: list[dict]) -> dict:
+        """``{"rule", "epoch", "val_miou"}`` of a finished run's history."""
+        scores = [row["val_miou"] for row in history]
+        return {"rule": "best_on_val", "epoch": _best_epoch(scores), "val_miou": scores}
 
     def __call__(self, epoch: int, history: list[dict]) -> dict[str, float]:
         miou = self.score()
