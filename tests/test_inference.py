@@ -101,3 +101,43 @@ def test_bad_shapes_raise(image):
         multiscale_logits(lambda x: x[0], image)
     with pytest.raises(ValueError, match="predict"):
         predict(image[0])
+
+
+# --------------------------------------------------------------------------- one image, SSC's resize
+def test_image_logits_resizes_first_and_brings_the_logits_back():
+    """resize = 16: the forward sees the PIL-bilinear 16 x 16 image (normalised), and the
+    logits come back to the image's 12 x 20 by bilinear upsampling (computed here by hand)."""
+    import numpy as np
+    from PIL import Image
+
+    from sslib.data.transforms import normalize
+    from sslib.inference import image_logits
+
+    g = np.random.default_rng(0)
+    img = g.integers(0, 256, (12, 20, 3), dtype=np.uint8)
+    seen = []
+
+    def forward(x):
+        seen.append(x.clone())
+        return x[:, :2] * 2.0
+
+    out = image_logits(forward, img, torch.device("cpu"), resize=16)
+    small = normalize(np.asarray(Image.fromarray(img).resize((16, 16), Image.Resampling.BILINEAR)))
+    x = torch.from_numpy(small.transpose(2, 0, 1).copy())[None]
+    assert torch.allclose(seen[0], x)
+    expected = F.interpolate(x[:, :2] * 2.0, size=(12, 20), mode="bilinear", align_corners=False)[0]
+    assert out.shape == (2, 12, 20) and torch.allclose(out, expected, atol=1e-6)
+    # 0: the image at its own size, no resize on either side
+    same = image_logits(forward, img, torch.device("cpu"))
+    assert torch.allclose(same, torch.from_numpy(normalize(img).transpose(2, 0, 1)[:2] * 2.0), atol=1e-6)
+
+
+def test_confusion_counts_pairs_and_skips_ignored_pixels():
+    from sslib.inference import confusion
+
+    target = torch.tensor([[0, 1, 2], [255, 1, 1]])
+    pred = torch.tensor([[0, 2, 2], [1, 1, 0]])
+    expected = torch.zeros(3, 3, dtype=torch.int64)
+    for t, p in [(0, 0), (1, 2), (2, 2), (1, 1), (1, 0)]:
+        expected[t, p] += 1
+    assert torch.equal(confusion(pred, target, 3), expected)

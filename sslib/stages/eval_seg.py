@@ -102,8 +102,9 @@ def _summary(r: dict, classes: tuple[str, ...]) -> dict:
 
 def _predict_all(params: Params, nets: list[torch.nn.Module], ds, device: torch.device, out, k: int,
                  progress: bool, desc: str) -> tuple[np.ndarray, np.ndarray]:
-    """Predict, CRF (in a process pool, a bounded queue) and save every image of ``ds``;
-    return the (K, K) confusions without and with the CRF (zeros when it is off)."""
+    """Predict, CRF (in a process pool, a bounded queue) and save every image of ``ds`` under
+    ``out`` (None: save nothing); return the (K, K) confusions without and with the CRF
+    (zeros when it is off)."""
     from tqdm.auto import tqdm
 
     from ..metrics import confusion_matrix
@@ -117,7 +118,8 @@ def _predict_all(params: Params, nets: list[torch.nn.Module], ds, device: torch.
 
     def finish(sample: dict, result: Future | np.ndarray) -> None:
         pred = result.result() if isinstance(result, Future) else result
-        save_png(out / f"{sample['name']}.png", pred, palette=palette)
+        if out is not None:
+            save_png(out / f"{sample['name']}.png", pred, palette=palette)
         if cfg.crf:
             conf_crf[...] += confusion_matrix(pred, np.asarray(sample["mask"]), k)
 
@@ -163,6 +165,7 @@ def eval_seg(params: Params, variant: str, seed: int, *, progress: bool = True) 
     model = paths.seg_model(params, variant, seed)
     selected = cfg.selection == "best_on_val"
     nets = inference_nets(params, load_seg_nets(model, device))
+    selection = _selection(model, params.data.val_split) if selected else None
     classes = ("background", *dataset_classes(params.data))
     split = params.data.val_split
     ds = build_dataset(params.data, split)
@@ -180,20 +183,14 @@ def eval_seg(params: Params, variant: str, seed: int, *, progress: bool = True) 
     metrics = {"variant": variant, "seed": seed, "split": split, "images": len(ds), "miou": final["miou"],
                "crf": cfg.crf, "settings": {k: v for k, v in to_dict(cfg).items() if k not in ("out_dir", "workers")},
                "final": _summary(final, classes), "no_crf": _summary(raw, classes)}
-    if selected:
-        metrics["selection"] = _selection(model, split)
+    if selection is not None:  # the last epoch's model, scored the same way (its predictions not kept)
         last = inference_nets(params, load_seg_nets(model, device, which="last_nets"))
-        scratch = out.parent / f".{out.name}.last"
-        scratch.mkdir(exist_ok=True)
-        try:
-            l_raw, l_crf = _predict_all(params, last, ds, device, scratch, len(classes), progress,
-                                        f"eval_seg {variant} seed {seed} (last epoch)")
-        finally:
-            for f in scratch.glob("*"):
-                f.unlink()
-            scratch.rmdir()
+        l_raw, l_crf = _predict_all(params, last, ds, device, None, len(classes), progress,
+                                    f"eval_seg {variant} seed {seed} (last epoch)")
         l_raw_s = scores(l_raw, classes)
-        metrics["last"] = {"miou": (scores(l_crf, classes) if cfg.crf else l_raw_s)["miou"], "no_crf_miou": l_raw_s["miou"]}
+        metrics["selection"] = selection
+        metrics["last"] = {"miou": (scores(l_crf, classes) if cfg.crf else l_raw_s)["miou"],
+                           "no_crf_miou": l_raw_s["miou"]}
     write_json(paths.seg_eval_reports(variant, seed) / paths.METRICS, metrics)
     write_json(paths.timings("eval_seg", paths.run_name(variant, seed)),
                {"seconds": round(seconds, 2), "images_per_s": round(len(ds) / max(seconds, 1e-9), 2)})

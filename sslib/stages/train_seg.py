@@ -128,10 +128,9 @@ def init_record(params: Params) -> str:
 
 def _dataset(params: Params, variant: str, seed: int) -> Dataset:
     """Train images with ``pseudo_label`` and ``confidence`` (crop, crop) int64 maps, augmented."""
+    from ..config import chosen
     from ..data import LabelMapDataset, build_dataset, dataset_classes
     from ..pseudo_labels import load_confidence_mask, load_pseudo_label
-
-    from ..config import chosen
 
     t = params.train_seg
     k = len(dataset_classes(params.data)) + 1
@@ -198,12 +197,11 @@ def train_seg(params: Params, variant: str, seed: int, *, progress: bool = True,
         WeightsError: the backbone's ImageNet weights file is missing or does not fit (named).
         NonFiniteLossError: a loss became NaN/inf (with ``train_seg.stop_on_nonfinite``).
     """
-    from ..config import chosen
-    from ..data import dataset_classes
-
     from dataclasses import replace
 
     from .. import distributed
+    from ..config import chosen
+    from ..data import dataset_classes
 
     t, job = params.train_seg, _run(params, variant, seed)
     entry, method = chosen(t, "method")
