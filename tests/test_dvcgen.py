@@ -152,3 +152,22 @@ def test_a_decoder_setting_reruns_only_the_reconstructing_variants():
 ])
 def test_a_code_edit_changes_only_the_fingerprints_of_the_stages_that_run_it(tmp_path, rel, extra, want):
     assert _changed_files(edit_code=(rel, extra), tmp_path=tmp_path) == want
+
+
+def test_the_tables_a_stage_chooses_from_are_in_its_code():
+    """A stage's own choices (``train_seg.crop``, ``train_seg.method``, ``make_pseudo_labels.refiner``
+    ...) are built by their table's home module: it is in the stage's code.json (an edit to it
+    reruns the stage), under every entry of the table, not only the default's."""
+    from sslib.config import choices
+    from sslib.fingerprint import module_file
+
+    checked = 0
+    for entry, key in choices(PARAMS):
+        stage = BY_NAME.get(key.split(".")[0])
+        if stage is None:  # a shared section (data, model, ssc): read by several stages
+            continue
+        code = json.loads((ROOT / paths.RESOLVED / stage.name / "code.json").read_text())
+        home = module_file(entry.home, ROOT).relative_to(ROOT).as_posix()
+        assert home in code, f"{key}: {home} (the home of its table) is not in {stage.name}'s code.json"
+        checked += 1
+    assert checked >= 4  # make_pseudo_labels.refiner, train_seg.method, .backbone, .crop

@@ -33,7 +33,8 @@ from ..registry import register_seg_crop
 from .transforms import LABEL_MAPS, ScaleCropTransform, _check_sizes, _maps, _maybe_flip, _randint, _resize, \
     _to_tensors, normalize
 
-__all__ = ["ResizedCropTransform", "ScaleCropSettings", "ResizedCropSettings", "scale_crop", "resized_crop"]
+__all__ = ["ResizedCropTransform", "ScaleCropSettings", "ResizedCropSettings", "scale_crop", "resized_crop",
+           "make_crop"]
 
 
 class ResizedCropTransform:
@@ -138,3 +139,10 @@ def scale_crop(settings: ScaleCropSettings, crop_size: int, hflip: bool) -> Scal
 def resized_crop(settings: ResizedCropSettings, crop_size: int, hflip: bool) -> ResizedCropTransform:
     """SSC's: a window of U(``area``) of the image at a log-uniform ``aspect``, resized to the crop."""
     return ResizedCropTransform(settings.area, settings.aspect, crop_size, hflip)
+
+
+def make_crop(name: str, settings: Any, crop_size: int, hflip: bool):
+    """The transform of the :data:`sslib.registry.SEG_CROPS` entry ``name`` with its ``settings``."""
+    from ..registry import SEG_CROPS
+
+    return SEG_CROPS.create(name, settings, crop_size, hflip)

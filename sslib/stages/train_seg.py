@@ -130,16 +130,17 @@ def _dataset(params: Params, variant: str, seed: int) -> Dataset:
     """Train images with ``pseudo_label`` and ``confidence`` (crop, crop) int64 maps, augmented."""
     from ..config import chosen
     from ..data import LabelMapDataset, build_dataset, dataset_classes
+    from ..data.crops import make_crop
     from ..pseudo_labels import load_confidence_mask, load_pseudo_label
 
     t = params.train_seg
     k = len(dataset_classes(params.data)) + 1
-    entry, crop = chosen(t, "crop")
+    _, crop = chosen(t, "crop")
     base = build_dataset(params.data, params.data.train_split, with_mask=False)
     labels = LabelMapDataset(base, "pseudo_label", lambda n: paths.pseudo_label_file(params, variant, seed, n),
                              lambda p, hw: load_pseudo_label(p, hw, k))
     return LabelMapDataset(labels, "confidence", lambda n: paths.confidence_mask_file(params, variant, seed, n),
-                           load_confidence_mask, entry.factory(crop, t.crop_size, t.hflip))
+                           load_confidence_mask, make_crop(t.crop, crop, t.crop_size, t.hflip))
 
 
 def _check_files(params: Params, variant: str, seed: int, names: list[str]) -> None:
